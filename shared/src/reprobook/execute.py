@@ -1,0 +1,260 @@
+"""Execute one notebook with papermill in a child process, with a hard time limit.
+
+:func:`execute_task` is what every executor runs (the local pool and Dask workers alike). It
+starts ``python -m reprobook.execute`` in a new process, which runs papermill's Python API on
+a fresh kernel; when the limit passes, the child, the kernel and everything they started are
+killed, so a kernel that ignores interrupts cannot hold a worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+STATUSES = ("ok", "failed", "timed-out", "died")
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+@dataclass
+class ExecutionTask:
+    """Everything a worker needs to run one notebook, with no shared filesystem assumed.
+
+    Attributes
+    ----------
+    slug : str
+        The paper.
+    notebook_json : str
+        The source notebook.
+    parameters : dict
+        Resolved parameters injected by papermill.
+    folder : str or None
+        Working directory on this machine (the paper folder). When None, ``files`` are written
+        to a scratch folder that becomes the working directory.
+    files : dict of str to str
+        The paper folder's other files, base64-encoded, by relative path (remote runs only).
+    timeout : float
+        Seconds before the whole run is stopped.
+    threads : int
+        Thread count for the kernel's BLAS and torch.
+    """
+
+    slug: str
+    notebook_json: str
+    parameters: dict[str, Any]
+    folder: str | None
+    files: dict[str, str] = field(default_factory=dict)
+    timeout: float = 600.0
+    threads: int = 1
+
+
+@dataclass
+class ExecutionOutcome:
+    """Result of one execution.
+
+    Attributes
+    ----------
+    status : str
+        ``ok``, ``failed`` (a cell raised), ``timed-out`` or ``died`` (the kernel or the
+        executing process ended unexpectedly).
+    notebook_json : str or None
+        The executed notebook, also when a cell failed.
+    seconds : float
+        Wall time of the execution.
+    error : str or None
+        What went wrong, naming the cell where known.
+    cell : int or None
+        Index of the failing cell in the executed notebook.
+    kernel : str
+        Name of the kernel that ran the notebook.
+    host : str
+        Host name of the machine that ran it.
+    """
+
+    status: str
+    notebook_json: str | None
+    seconds: float
+    error: str | None = None
+    cell: int | None = None
+    kernel: str = ""
+    host: str = ""
+
+
+def encode_folder(folder: Path, skip: Path) -> dict[str, str]:
+    """Return the files of a paper folder (except ``skip``) base64-encoded, for a remote task."""
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path != skip and "__pycache__" not in path.parts:
+            files[str(path.relative_to(folder))] = base64.b64encode(path.read_bytes()).decode()
+    return files
+
+
+def kernel_environment(threads: int) -> dict[str, str]:
+    """Return environment variables that pin a kernel to ``threads`` threads."""
+    env = {name: str(threads) for name in _THREAD_VARS}
+    env["REPROBOOK_THREADS"] = str(threads)
+    env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+    return env
+
+
+def execute_task(task: ExecutionTask) -> ExecutionOutcome:
+    """Run a task in a child process and return its outcome; never raises for notebook errors."""
+    import psutil
+
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"reprobook-{task.slug}-") as scratch_name:
+        scratch = Path(scratch_name)
+        task_file = scratch / "task.json"
+        outcome_file = scratch / "outcome.json"
+        task_file.write_text(json.dumps(asdict(task)))
+        env = {**os.environ, **kernel_environment(task.threads)}
+        command = [sys.executable, "-m", "reprobook.execute", str(task_file), str(outcome_file)]
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+        try:
+            _, stderr = process.communicate(timeout=task.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_tree(psutil, process.pid)
+            process.communicate()
+            partial = scratch / "partial.ipynb"
+            return ExecutionOutcome(
+                "timed-out",
+                partial.read_text() if partial.is_file() else None,
+                time.monotonic() - start,
+                f"{task.slug}: timed out after {task.timeout:g} s; the run was stopped",
+                kernel=_kernel_name_hint(),
+                host=_host(),
+            )
+        finally:
+            _kill_tree(psutil, process.pid)
+        if outcome_file.is_file():
+            outcome = ExecutionOutcome(**json.loads(outcome_file.read_text()))
+            outcome.seconds = time.monotonic() - start
+            return outcome
+        tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
+        partial = scratch / "partial.ipynb"
+        return ExecutionOutcome(
+            "died",
+            partial.read_text() if partial.is_file() else None,
+            time.monotonic() - start,
+            f"{task.slug}: the executing process ended with status {process.returncode}: " + " | ".join(tail),
+            host=_host(),
+        )
+
+
+def _kill_tree(psutil: Any, pid: int) -> None:
+    """Kill a process and all its descendants, including kernels started in their own session."""
+    try:
+        parent = psutil.Process(pid)
+        family = parent.children(recursive=True) + [parent]
+    except psutil.NoSuchProcess:
+        return
+    for proc in family:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=5)
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _kernel_name_hint() -> str:
+    return choose_kernel()
+
+
+def choose_kernel() -> str:
+    """Return the project's kernel: ``reprobook`` when registered, else this Python's ``python3``.
+
+    The notebook's own kernel metadata is ignored, because a notebook saved from another editor
+    or environment may name a kernel that is not installed here.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    specs = KernelSpecManager().find_kernel_specs()
+    return "reprobook" if "reprobook" in specs else "python3"
+
+
+def _run_child(task_path: Path, outcome_path: Path) -> None:
+    """Body of the child process: run papermill and write the outcome as JSON."""
+    import nbformat
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    task = ExecutionTask(**json.loads(task_path.read_text()))
+    scratch = task_path.parent
+    if task.folder is None:
+        workdir = scratch / "paper"
+        for relative, content in task.files.items():
+            target = workdir / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(base64.b64decode(content))
+        workdir.mkdir(exist_ok=True)
+    else:
+        workdir = Path(task.folder)
+    source = scratch / "source.ipynb"
+    source.write_text(task.notebook_json)
+    partial = scratch / "partial.ipynb"
+    kernel = choose_kernel()
+    start = time.monotonic()
+    status, error, cell = "ok", None, None
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(partial),
+            parameters=task.parameters,
+            cwd=str(workdir),
+            kernel_name=kernel,
+            progress_bar=False,
+            log_output=False,
+            request_save_on_cell_execute=True,
+        )
+    except PapermillExecutionError as exc:
+        status = "failed"
+        cell = exc.cell_index
+        error = f"{task.slug}: cell {exc.cell_index} raised {exc.ename}: {exc.evalue}"
+    except Exception as exc:  # nbclient's DeadKernelError and start-up failures end here
+        name = type(exc).__name__
+        status = "died" if "Dead" in name else "failed"
+        error = f"{task.slug}: {name}: {exc}"
+    notebook_json = None
+    if partial.is_file():
+        nb = nbformat.read(partial, as_version=4)
+        nb.metadata.setdefault("reprobook", {})["kernel"] = kernel
+        notebook_json = nbformat.writes(nb)
+        if status != "ok" and cell is None:
+            cell = _last_executed_cell(nb)
+            if cell is not None:
+                error = f"{error} (last cell started: {cell})"
+    outcome = ExecutionOutcome(status, notebook_json, time.monotonic() - start, error, cell, kernel, _host())
+    outcome_path.write_text(json.dumps(asdict(outcome)))
+
+
+def _last_executed_cell(nb: Any) -> int | None:
+    last = None
+    for index, cell in enumerate(nb.cells):
+        papermill_meta = cell.get("metadata", {}).get("papermill", {})
+        if papermill_meta.get("start_time"):
+            last = index
+    return last
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    _run_child(Path(sys.argv[1]), Path(sys.argv[2]))
