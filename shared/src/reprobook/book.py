@@ -165,9 +165,7 @@ def dashboard_markdown(metas: Mapping[str, Mapping[str, Any]], claims: Mapping[s
         "of the claim's pre-registered rule (see {doc}`/book/method`).",
         "",
         "```{raw} html",
-        '<p class="rb-counts">'
-        + " ".join(f"{verdict_badge(v)}&nbsp;{counts.get(v, 0)}" for v in VERDICTS)
-        + "</p>",
+        '<p class="rb-counts">' + " ".join(f"{verdict_badge(v)}&nbsp;{counts.get(v, 0)}" for v in VERDICTS) + "</p>",
         '<table class="rb-dashboard"><thead><tr><th>Paper</th><th>Claim</th><th>Statement</th>'
         "<th>Paper's evidence</th><th>Ours</th><th>Scale</th><th>Verdict</th></tr></thead><tbody>",
     ]
@@ -175,7 +173,7 @@ def dashboard_markdown(metas: Mapping[str, Mapping[str, Any]], claims: Mapping[s
     for slug in sorted(claims):
         meta = metas[slug]
         for record in claims[slug]:
-            link = f"papers/{slug}.html#claim-{record['claim']}"
+            link = f"../papers/{slug}.html#claim-{record['claim']}"
             evidence = record.get("reported") or "no number read"
             lines.append(
                 f'<tr><td><a href="{link}">{esc(str(meta["title"]))}</a></td>'
@@ -203,7 +201,7 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     for entry in report["papers"]:
         error = (entry.get("error") or "").replace("|", "/").replace("\n", " ")
         lines.append(
-            f"| [{entry['slug']}](papers/{entry['slug']}.ipynb) | {entry['status']} | {entry['seconds']:.1f} | "
+            f"| [{entry['slug']}](../papers/{entry['slug']}.ipynb) | {entry['status']} | {entry['seconds']:.1f} | "
             f"{entry.get('kernel') or ''} | {error} |"
         )
     lines.append("")

@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .stats import SCALES, VERDICTS, Evaluation, RuleError, describe_rule, evaluate_rule, validate_rule
+from .stats import (
+    SCALES,
+    VERDICTS,
+    Evaluation,
+    RuleError,
+    describe_quantity,
+    describe_rule,
+    evaluate_rule,
+    validate_rule,
+)
 
 CLAIM_MIME = "application/vnd.reprobook.claim+json"
 REQUIRED_FIELDS = ("slug", "title", "authors", "year", "venue", "arxiv", "topic", "bibtex_key", "claims")
@@ -84,6 +93,7 @@ class ClaimResult:
             "scale": self.claim.scale,
             "rule": self.claim.rule,
             "rule_text": describe_rule(self.claim.rule),
+            "quantity": describe_quantity(self.claim.rule),
         }
 
 
@@ -321,7 +331,8 @@ def card_html(record: Mapping[str, Any]) -> str:
 <p style="margin:4px 0">{esc(record["statement"])}</p>
 <p style="margin:4px 0"><span style="color:#57606a">Evidence ({esc(record.get("source") or "not given")}):</span> {paper_numbers}</p></div>
 <div class="rb-ours" style="flex:1 1 260px"><div style="font-weight:600">This run</div>
-<p style="margin:4px 0"><span class="rb-value" style="font-family:monospace">{esc(format_value(record))}</span> over {n_seeds} seeds</p>
+<p style="margin:4px 0"><span style="color:#57606a">{esc(record.get("quantity") or "value")}:</span>
+<span class="rb-value" style="font-family:monospace">{esc(format_value(record))}</span> over {n_seeds} seeds</p>
 <p style="margin:4px 0;font-size:90%">{esc(record.get("detail", ""))}</p>
 <p style="margin:4px 0;font-size:90%;color:#57606a">Rule: {esc(record.get("rule_text", ""))}</p></div>
 </div></div>"""

@@ -74,9 +74,7 @@ def find_parameters_cell(nb: Any, path: Path | str = "notebook") -> int:
         if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", [])
     ]
     if not indices:
-        raise ParameterError(
-            f"{path}: no code cell is tagged 'parameters'; tag the cell that declares the defaults"
-        )
+        raise ParameterError(f"{path}: no code cell is tagged 'parameters'; tag the cell that declares the defaults")
     if len(indices) > 1:
         cells = ", ".join(str(i) for i in indices)
         raise ParameterError(f"{path}: {len(indices)} cells are tagged 'parameters' (cells {cells}); keep one")
@@ -111,9 +109,7 @@ def parse_parameters(source: str, path: Path | str = "notebook") -> dict[str, Pa
                 f"{path}: parameter {names} has no type annotation; write it as `{names}: TYPE = value  # help`"
             )
         if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
-            raise ParameterError(
-                f"{path}: line {node.lineno} of the parameters cell is not an annotated assignment"
-            )
+            raise ParameterError(f"{path}: line {node.lineno} of the parameters cell is not an annotated assignment")
         name = node.target.id
         if name in params:
             raise ParameterError(f"{path}: parameter {name!r} is declared twice in the parameters cell")
@@ -214,9 +210,7 @@ def check_value(param: Parameter, value: Any, source: str = "value") -> Any:
     if param.base == "float" and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, expected) or (param.base == "int" and isinstance(value, bool)):
-        raise ParameterError(
-            f"{where}: {source} {value!r} is a {type(value).__name__}; expected {param.annotation}"
-        )
+        raise ParameterError(f"{where}: {source} {value!r} is a {type(value).__name__}; expected {param.annotation}")
     if param.base == "list" and param.item:
         item_type = _BASE_TYPES[param.item]
         for element in value:

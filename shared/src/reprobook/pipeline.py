@@ -186,8 +186,14 @@ def _finish(root: Path, records: list[RunRecord], profile: str, executor: Any, w
     previous = _previous_claims(root)
     ran = {r.slug for r in records}
     for record in records:
-        meta = metas.get(record.slug) or {"slug": record.slug, "title": record.slug, "authors": [], "year": "",
-                                          "venue": "", "arxiv": ""}
+        meta = metas.get(record.slug) or {
+            "slug": record.slug,
+            "title": record.slug,
+            "authors": [],
+            "year": "",
+            "venue": "",
+            "arxiv": "",
+        }
         book.write_chapter(root, record.slug, book.chapter_notebook(meta, record))
         all_claims[record.slug] = record.claims
     for slug, meta in metas.items():

@@ -176,6 +176,26 @@ def describe_rule(rule: Mapping[str, Any]) -> str:
     return f"untestable: {rule['reason']}"
 
 
+def describe_quantity(rule: Mapping[str, Any]) -> str:
+    """Return what a rule's headline value measures, for the label on a claim card."""
+    kind = rule["kind"]
+    if kind == "less":
+        return f"mean of {rule['baseline']} minus {rule['measure']}"
+    if kind == "greater":
+        return f"mean of {rule['measure']} minus {rule['baseline']}"
+    if kind == "within":
+        return f"mean {rule['measure']}"
+    if kind == "slope":
+        return f"slope of {rule['measure']} against {rule['against']}"
+    if kind == "monotone":
+        return f"Spearman rho of {rule['measure']} against {rule['against']}"
+    if kind == "threshold":
+        return f"{rule.get('statistic', 'mean')} of {rule['measure']}"
+    if kind == "all":
+        return describe_quantity(rule["main"])
+    return ""
+
+
 def evaluate_rule(
     rule: Mapping[str, Any],
     data: Mapping[str, Any],
@@ -267,9 +287,7 @@ def _unit_means(values: np.ndarray, units: np.ndarray) -> np.ndarray:
     return (sums / counts)[order]
 
 
-def _bootstrap(
-    samples: np.ndarray, statistic: Any, n_boot: int, level: float
-) -> tuple[float, float]:
+def _bootstrap(samples: np.ndarray, statistic: Any, n_boot: int, level: float) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic`` over the first axis of ``samples``."""
     rng = np.random.default_rng(_BOOT_SEED)
     n = len(samples)

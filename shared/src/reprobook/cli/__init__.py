@@ -27,7 +27,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level"
     )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for name, module in VERBS.items():
+    for module in VERBS.values():
         module.add_parser(sub)
     return parser
 

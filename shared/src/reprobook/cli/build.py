@@ -24,8 +24,9 @@ def handle(args) -> int:
     if args.jobs is not None and args.jobs < 1:
         fail(f"--jobs {args.jobs} must be at least 1")
     try:
-        result = build(root, args.profile, args.jobs, args.only, args.force, render=not args.no_render,
-                       timeout=args.timeout)
+        result = build(
+            root, args.profile, args.jobs, args.only, args.force, render=not args.no_render, timeout=args.timeout
+        )
     except (BuildLockedError, ProjectError) as exc:
         fail(str(exc))
     report = result.report

@@ -14,7 +14,11 @@ def add_parser(sub) -> None:
     parser.add_argument("slug", help="the paper's folder name under papers/")
     parser.add_argument("--profile", default="book", help="profile from profiles.yaml (default: book)")
     parser.add_argument(
-        "-p", dest="params", action="append", default=[], metavar="NAME=VALUE",
+        "-p",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="override a parameter of the notebook; repeat for several",
     )
     parser.add_argument("--output-dir", type=Path, default=Path("out"), help="folder for the outputs (default: out)")
@@ -28,8 +32,9 @@ def handle(args) -> int:
     root = root_or_exit()
     try:
         values = parse_assignments(args.params)
-        record = run_paper(root, args.slug, args.profile, values, args.output_dir, force=args.force,
-                           timeout=args.timeout)
+        record = run_paper(
+            root, args.slug, args.profile, values, args.output_dir, force=args.force, timeout=args.timeout
+        )
     except (RunError, ParameterError) as exc:
         fail(str(exc))
     width = max(len(c["claim"]) for c in record.claims)
