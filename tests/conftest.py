@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from reprobook.project import list_papers
 
 ROOT = Path(__file__).resolve().parents[1]

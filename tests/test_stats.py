@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from reprobook.stats import RuleError, evaluate_rule, validate_rule
 
 SEEDS = np.arange(8)

@@ -227,8 +227,9 @@ def _run_child(task_path: Path, outcome_path: Path) -> None:
         )
     except PapermillExecutionError as exc:
         status = "failed"
-        cell = exc.cell_index
-        error = f"{task.slug}: cell {exc.cell_index} raised {exc.ename}: {exc.evalue}"
+        cell = _source_index(partial, exc.cell_index)
+        first_line = exc.source.strip().splitlines()[0] if exc.source.strip() else ""
+        error = f"{task.slug}: cell {cell} (`{first_line[:60]}`) raised {exc.ename}: {exc.evalue}"
     except Exception as exc:  # nbclient's DeadKernelError and start-up failures end here
         name = type(exc).__name__
         status = "died" if "Dead" in name else "failed"
@@ -244,6 +245,20 @@ def _run_child(task_path: Path, outcome_path: Path) -> None:
                 error = f"{error} (last cell started: {cell})"
     outcome = ExecutionOutcome(status, notebook_json, time.monotonic() - start, error, cell, kernel, _host())
     outcome_path.write_text(json.dumps(asdict(outcome)))
+
+
+def _source_index(executed_path: Path, executed_index: int) -> int:
+    """Map a cell index of the executed notebook to the source notebook (papermill inserts one cell)."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(executed_path, as_version=4)
+    except (OSError, ValueError):
+        return executed_index
+    for index, cell in enumerate(nb.cells[:executed_index]):
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            return executed_index - 1 if index < executed_index else executed_index
+    return executed_index
 
 
 def _last_executed_cell(nb: Any) -> int | None:
