@@ -23,6 +23,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 STATUSES = ("ok", "failed", "timed-out", "died")
+KERNEL_ENV = "REPROBOOK_KERNEL"
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
@@ -179,16 +180,50 @@ def _kernel_name_hint() -> str:
     return choose_kernel()
 
 
-def choose_kernel() -> str:
-    """Return the project's kernel: ``reprobook`` when registered, else this Python's ``python3``.
+class KernelNotFoundError(RuntimeError):
+    """The kernel requested through ``REPROBOOK_KERNEL`` is not installed."""
 
+
+def choose_kernel() -> str:
+    """Return the kernel to run notebooks with.
+
+    ``REPROBOOK_KERNEL`` names one explicitly; otherwise the project's ``reprobook`` kernel when
+    it is registered, else ``python3`` (which ipykernel always provides for this interpreter).
     The notebook's own kernel metadata is ignored, because a notebook saved from another editor
     or environment may name a kernel that is not installed here.
+
+    Raises
+    ------
+    KernelNotFoundError
+        If ``REPROBOOK_KERNEL`` names a kernel that is not installed.
     """
     from jupyter_client.kernelspec import KernelSpecManager
 
     specs = KernelSpecManager().find_kernel_specs()
+    requested = os.environ.get(KERNEL_ENV)
+    if requested:
+        if requested not in specs and requested != "python3":
+            installed = ", ".join(sorted(specs)) or "none"
+            raise KernelNotFoundError(
+                f"kernel {requested!r} (from {KERNEL_ENV}) is not installed; installed kernels: {installed}. "
+                f"Unset {KERNEL_ENV} or install it with `python -m ipykernel install --sys-prefix --name {requested}`"
+            )
+        return requested
     return "reprobook" if "reprobook" in specs else "python3"
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies, so a killed build leaves no orphans."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except OSError:
+        logger.debug("prctl is unavailable; a killed build may leave this process running")
 
 
 def _run_child(task_path: Path, outcome_path: Path) -> None:
@@ -197,6 +232,7 @@ def _run_child(task_path: Path, outcome_path: Path) -> None:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    _die_with_parent()
     task = ExecutionTask(**json.loads(task_path.read_text()))
     scratch = task_path.parent
     if task.folder is None:
@@ -211,8 +247,13 @@ def _run_child(task_path: Path, outcome_path: Path) -> None:
     source = scratch / "source.ipynb"
     source.write_text(task.notebook_json)
     partial = scratch / "partial.ipynb"
-    kernel = choose_kernel()
     start = time.monotonic()
+    try:
+        kernel = choose_kernel()
+    except KernelNotFoundError as exc:
+        outcome = ExecutionOutcome("failed", None, 0.0, f"{task.slug}: {exc}", None, "", _host())
+        outcome_path.write_text(json.dumps(asdict(outcome)))
+        return
     status, error, cell = "ok", None, None
     try:
         papermill.execute_notebook(
@@ -221,6 +262,7 @@ def _run_child(task_path: Path, outcome_path: Path) -> None:
             parameters=task.parameters,
             cwd=str(workdir),
             kernel_name=kernel,
+            language="python",
             progress_bar=False,
             log_output=False,
             request_save_on_cell_execute=True,
@@ -240,9 +282,11 @@ def _run_child(task_path: Path, outcome_path: Path) -> None:
         nb.metadata.setdefault("reprobook", {})["kernel"] = kernel
         notebook_json = nbformat.writes(nb)
         if status != "ok" and cell is None:
-            cell = _last_executed_cell(nb)
-            if cell is not None:
-                error = f"{error} (last cell started: {cell})"
+            executed_index = _last_executed_cell(nb)
+            if executed_index is not None:
+                cell = _source_index(partial, executed_index)
+                first_line = (nb.cells[executed_index].source.strip().splitlines() or [""])[0]
+                error = f"{error} while running cell {cell} (`{first_line[:60]}`)"
     outcome = ExecutionOutcome(status, notebook_json, time.monotonic() - start, error, cell, kernel, _host())
     outcome_path.write_text(json.dumps(asdict(outcome)))
 
