@@ -224,3 +224,24 @@ def test_killed_build_keeps_finished_work(root):
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     report = json.loads((root / "_build" / "reprobook" / "build-report.json").read_text())
     assert {p["slug"]: p["status"] for p in report["papers"]} == {"quick": "cached", "slow": "executed"}
+
+
+@pytest.mark.parametrize("tagged", [0, 2])
+def test_parameters_cell_missing_or_twice_refused(root, tmp_path, tagged):
+    folder = make_paper(root, "bad-cells", "x = 1")
+    path = folder / "bad-cells.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].metadata["tags"] = ["parameters"] if tagged else []
+    if tagged == 2:
+        nb.cells[2].metadata["tags"] = ["parameters"]
+        nb.cells[2].source = "other: int = 1  # a second declaration cell"
+    nbformat.write(nb, path)
+    result = cli(root, "run", "bad-cells", "-p", "seed=1", "--output-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert str(path) in result.stderr
+    reason = "no code cell is tagged 'parameters'" if tagged == 0 else "2 cells are tagged 'parameters'"
+    assert reason in result.stderr
+    assert not (tmp_path / "bad-cells.ipynb").exists()
+    check = cli(root, "check")
+    assert check.returncode == 1
+    assert f"bad-cells: {path}" in check.stdout
