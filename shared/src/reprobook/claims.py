@@ -86,6 +86,9 @@ class ClaimResult:
             "value": ev.to_dict()["value"],
             "interval": ev.to_dict()["interval"],
             "n_seeds": ev.n_units,
+            "unit": self.claim.rule.get("unit", "seed")
+            if self.claim.rule["kind"] != "all"
+            else self.claim.rule["main"].get("unit", "seed"),
             "detail": ev.detail,
             "paper_value": self.claim.paper_value,
             "reported": self.claim.reported,
@@ -146,7 +149,8 @@ def load_paper_yaml(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _claim_from_yaml(raw: Mapping[str, Any]) -> Claim:
+def claim_from_yaml(raw: Mapping[str, Any]) -> Claim:
+    """Build a :class:`Claim` from one validated entry of ``paper.yaml``'s ``claims``."""
     evidence = raw["evidence"]
     reported = evidence.get("reported")
     paper_value = raw.get("paper_value")
@@ -174,7 +178,7 @@ class Paper:
     def __init__(self, folder: Path | str) -> None:
         self.folder = Path(folder).resolve()
         self.meta = load_paper_yaml(self.folder / "paper.yaml")
-        self.claims: dict[str, Claim] = {c.id: c for c in map(_claim_from_yaml, self.meta["claims"])}
+        self.claims: dict[str, Claim] = {c.id: c for c in map(claim_from_yaml, self.meta["claims"])}
         self.results: dict[str, ClaimResult] = {}
 
     @classmethod
@@ -279,6 +283,13 @@ def _emit(result: ClaimResult) -> None:
     record["columns"] = result.columns
     text = f"{result.claim.id} recorded: {result.verdict}"
     display({CLAIM_MIME: record, "text/plain": text}, raw=True)
+    try:
+        from myst_nb import glue
+    except ImportError:
+        return
+    # Values for prose: {glue:text}`C1-verdict` and {glue:text}`C1-value` in a markdown cell.
+    glue(f"{result.claim.id}-verdict", result.verdict, display=False)
+    glue(f"{result.claim.id}-value", format_value(record), display=False)
 
 
 def error_record(claim: Claim, reason: str) -> dict[str, Any]:
@@ -319,6 +330,7 @@ def card_html(record: Mapping[str, Any]) -> str:
     if paper_value is not None:
         paper_numbers += f"<br>Reference value: {paper_value:g}"
     n_seeds = record.get("n_seeds") or 0
+    unit = str(record.get("unit") or "seed")
     border = VERDICT_COLOURS[record["verdict"]]
     scale = esc(record.get("scale", ""))
     return f"""<div class="rb-card" id="claim-{esc(claim_id)}" style="border:1px solid #d0d7de;border-left:6px solid {border};border-radius:6px;padding:10px 14px;margin:12px 0">
@@ -332,7 +344,7 @@ def card_html(record: Mapping[str, Any]) -> str:
 <p style="margin:4px 0"><span style="color:#57606a">Evidence ({esc(record.get("source") or "not given")}):</span> {paper_numbers}</p></div>
 <div class="rb-ours" style="flex:1 1 260px"><div style="font-weight:600">This run</div>
 <p style="margin:4px 0"><span style="color:#57606a">{esc(record.get("quantity") or "value")}:</span>
-<span class="rb-value" style="font-family:monospace">{esc(format_value(record))}</span> over {n_seeds} seeds</p>
+<span class="rb-value" style="font-family:monospace">{esc(format_value(record))}</span> over {n_seeds} {esc(unit)}s</p>
 <p style="margin:4px 0;font-size:90%">{esc(record.get("detail", ""))}</p>
 <p style="margin:4px 0;font-size:90%;color:#57606a">Rule: {esc(record.get("rule_text", ""))}</p></div>
 </div></div>"""

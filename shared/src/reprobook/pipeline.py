@@ -17,7 +17,7 @@ from typing import Any
 
 from . import book
 from .cache import Cache
-from .claims import _claim_from_yaml, error_record
+from .claims import claim_from_yaml, error_record
 from .project import get_paper, list_papers
 from .runner import DEFAULT_TIMEOUTS, LocalExecutor, RunError, RunRecord, execute_papers, prepare_run
 
@@ -173,7 +173,7 @@ def _invalid_record(root: Path, slug: str, profile: str, error: str) -> RunRecor
     claims = []
     try:
         meta = get_paper(root, slug).meta
-        claims = [error_record(_claim_from_yaml(raw), error) for raw in meta["claims"]]
+        claims = [error_record(claim_from_yaml(raw), error) for raw in meta["claims"]]
     except Exception as exc:  # paper.yaml itself is broken: the chapter shows that error
         logger.debug("%s: no claims readable: %s", slug, exc)
     return RunRecord(slug, profile, "invalid", 0.0, {}, claims, error=error)

@@ -20,7 +20,7 @@ from typing import Any
 import nbformat
 
 from .cache import Cache, cache_key
-from .claims import Claim, ClaimsError, _claim_from_yaml, claims_from_notebook, error_record
+from .claims import Claim, ClaimResult, ClaimsError, claim_from_yaml, claims_from_notebook, error_record
 from .execute import ExecutionOutcome, ExecutionTask, encode_folder, execute_task
 from .params import ParameterError, resolve_parameters
 from .project import PaperFolder, ProjectError, get_paper
@@ -145,15 +145,13 @@ def collect_claims(paper: PaperFolder, outcome_status: str, notebook_json: str |
     A run that did not finish gives ``error`` for every testable claim, so a stale or partial
     verdict never shows as a result.
     """
-    claims: list[Claim] = [_claim_from_yaml(raw) for raw in paper.meta["claims"]]
+    claims: list[Claim] = [claim_from_yaml(raw) for raw in paper.meta["claims"]]
     recorded = {}
     if outcome_status == "ok" and notebook_json is not None:
         recorded = claims_from_notebook(nbformat.reads(notebook_json, as_version=4))
     records = []
     for claim in claims:
         if claim.rule["kind"] == "untestable":
-            from .claims import ClaimResult
-
             records.append(ClaimResult(claim, evaluate_rule(claim.rule, {})).to_dict())
         elif outcome_status != "ok":
             records.append(error_record(claim, error or f"the notebook did not finish ({outcome_status})"))
