@@ -204,3 +204,21 @@ def test_untestable_is_static():
     result = evaluate_rule({"kind": "untestable", "reason": "needs ImageNet"}, {})
     assert result.verdict == "untestable"
     assert result.detail == "needs ImageNet"
+
+
+def test_where_selects_rows():
+    data = slope_data(-0.5)
+    rule = {"kind": "threshold", "measure": "std", "op": "<", "bound": 0.05, "where": {"width": 4096}}
+    result = evaluate_rule(rule, data)
+    assert result.verdict == "reproduced"
+    assert result.n_units == 6
+    assert result.value == pytest.approx(4096**-0.5, rel=0.05)
+
+
+def test_where_unknown_column_or_no_rows():
+    rule = {"kind": "threshold", "measure": "std", "op": "<", "bound": 1, "where": {"depth": 3}}
+    with pytest.raises(RuleError, match="'depth', which was not recorded"):
+        evaluate_rule(rule, slope_data(-0.5))
+    rule["where"] = {"width": 7}
+    with pytest.raises(RuleError, match="no recorded row matches"):
+        evaluate_rule(rule, slope_data(-0.5))

@@ -22,7 +22,7 @@ RULE_KINDS = ("less", "greater", "within", "slope", "monotone", "threshold", "al
 SCALES = ("full", "reduced", "proxy", "untestable-offline")
 
 _BOOT_SEED = 20240601
-_COMMON_KEYS = {"kind", "unit", "min_seeds", "n_boot", "level", "note"}
+_COMMON_KEYS = {"kind", "unit", "min_seeds", "n_boot", "level", "note", "where"}
 _KEYS = {
     "less": ({"measure", "baseline"}, {"margin", "alpha"}),
     "greater": ({"measure", "baseline"}, {"margin", "alpha"}),
@@ -227,6 +227,8 @@ def evaluate_rule(
         return Evaluation("untestable", detail=str(rule["reason"]))
     if kind == "all":
         return _evaluate_all(rule, data, paper_value)
+    if "where" in rule:
+        data = _select_rows(rule["where"], data)
 
     columns = _columns(rule, data)
     unit_name = rule.get("unit", "seed")
@@ -256,6 +258,25 @@ def evaluate_rule(
         "threshold": _evaluate_threshold,
     }[kind]
     return evaluate(rule, columns, units, paper_value)
+
+
+def _select_rows(where: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep the rows whose columns equal the values in ``where`` (e.g. ``{width: 4096}``)."""
+    if not isinstance(where, Mapping) or not where:
+        raise RuleError(f"'where' must map column names to values, got {where!r}")
+    mask = None
+    for name, value in where.items():
+        if name not in data:
+            raise RuleError(
+                f"'where' names column '{name}', which was not recorded; recorded: {', '.join(sorted(data))}"
+            )
+        column = np.asarray(data[name]).ravel()
+        selected = column == value
+        mask = selected if mask is None else mask & selected
+    if not mask.any():
+        raise RuleError(f"no recorded row matches where={dict(where)}")
+    length = len(mask)
+    return {k: np.asarray(v).ravel()[mask] if len(np.asarray(v).ravel()) == length else v for k, v in data.items()}
 
 
 def _columns(rule: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, np.ndarray]:
