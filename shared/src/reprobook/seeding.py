@@ -47,6 +47,7 @@ def seed_everything(seed: int, threads: int | None = None, deterministic: bool =
     """
     if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {seed!r}")
+    seed = int(seed)
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
     random.seed(seed)
