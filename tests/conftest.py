@@ -21,6 +21,10 @@ SKELETON = [
     "book/method.md",
     "book/rerunning.md",
     "book/_static",
+    "book/citing.md",
+    "book/references.md",
+    "book/catalogue.yaml",
+    "CITATION.cff",
 ]
 
 
@@ -55,3 +59,15 @@ def cli(root: Path, *args: str, timeout: float = 900) -> subprocess.CompletedPro
 def project(tmp_path_factory) -> Path:
     """A copy of the whole project whose cache is shared by the paper and book tests."""
     return copy_project(tmp_path_factory.mktemp("book"))
+
+
+@pytest.fixture(scope="session")
+def ci_runs(project: Path, tmp_path_factory) -> dict[str, tuple]:
+    """Execute every paper at `ci` in parallel, then `run` each one (a cache hit) into its own folder."""
+    build = cli(project, "build", "--profile", "ci", "--no-render", "--jobs", "2")
+    runs = {}
+    for slug in PAPERS:
+        out = tmp_path_factory.mktemp(slug)
+        runs[slug] = (cli(project, "run", slug, "--profile", "ci", "--output-dir", str(out)), out)
+    runs["_build"] = (build, None)
+    return runs
