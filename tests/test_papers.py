@@ -61,5 +61,6 @@ def test_paper_runs_identically_twice(project, tmp_path):
     for name in ("first", "second"):
         result = cli(project, "run", slug, "--profile", "ci", "--force", "--output-dir", str(tmp_path / name))
         assert result.returncode == 0, result.stdout + result.stderr
+        assert f"{slug} [ci] executed" in result.stdout, "--force must execute, not take the cache"
         outputs.append(json.loads((tmp_path / name / f"{slug}.claims.json").read_text()))
     assert outputs[0] == outputs[1]

@@ -236,7 +236,7 @@ def _run_child(task_path: Path, outcome_path: Path) -> None:
     task = ExecutionTask(**json.loads(task_path.read_text()))
     scratch = task_path.parent
     if task.folder is None:
-        workdir = scratch / "paper"
+        workdir = scratch / task.slug
         for relative, content in task.files.items():
             target = workdir / relative
             target.parent.mkdir(parents=True, exist_ok=True)

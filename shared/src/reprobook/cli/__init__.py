@@ -6,11 +6,12 @@ import argparse
 import logging
 import sys
 
-from . import build, check, claims, clean, list_papers, new, run, toc
+from . import build, check, claims, clean, list_papers, new, run, sweep, toc
 
 VERBS = {
     "list": list_papers,
     "run": run,
+    "sweep": sweep,
     "build": build,
     "claims": claims,
     "new": new,

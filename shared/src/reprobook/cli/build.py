@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..pipeline import BuildLockedError, build
 from ..project import ProjectError
 from .common import fail, root_or_exit
+from .executor_options import add_executor_arguments, open_executor
 
 
 def add_parser(sub) -> None:
@@ -15,6 +16,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--force", action="store_true", help="re-execute even when cached")
     parser.add_argument("--no-render", action="store_true", help="execute and write pages, but skip Jupyter Book")
     parser.add_argument("--timeout", type=float, default=None, help="seconds before one notebook is stopped")
+    add_executor_arguments(parser, jobs=False)
     parser.set_defaults(handler=handle)
 
 
@@ -24,9 +26,17 @@ def handle(args) -> int:
     if args.jobs is not None and args.jobs < 1:
         fail(f"--jobs {args.jobs} must be at least 1")
     try:
-        result = build(
-            root, args.profile, args.jobs, args.only, args.force, render=not args.no_render, timeout=args.timeout
-        )
+        with open_executor(args) as executor:
+            result = build(
+                root,
+                args.profile,
+                args.jobs,
+                args.only,
+                args.force,
+                executor,
+                render=not args.no_render,
+                timeout=args.timeout,
+            )
     except (BuildLockedError, ProjectError) as exc:
         fail(str(exc))
     report = result.report

@@ -7,6 +7,7 @@ from pathlib import Path
 from ..params import ParameterError, parse_assignments
 from ..runner import RunError, run_paper
 from .common import fail, root_or_exit
+from .executor_options import add_executor_arguments, open_executor
 
 
 def add_parser(sub) -> None:
@@ -24,6 +25,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--output-dir", type=Path, default=Path("out"), help="folder for the outputs (default: out)")
     parser.add_argument("--force", action="store_true", help="execute even when the cache has this run")
     parser.add_argument("--timeout", type=float, default=None, help="seconds before the run is stopped")
+    add_executor_arguments(parser, jobs=False)
     parser.set_defaults(handler=handle)
 
 
@@ -32,9 +34,10 @@ def handle(args) -> int:
     root = root_or_exit()
     try:
         values = parse_assignments(args.params)
-        record = run_paper(
-            root, args.slug, args.profile, values, args.output_dir, force=args.force, timeout=args.timeout
-        )
+        with open_executor(args) as executor:
+            record = run_paper(
+                root, args.slug, args.profile, values, args.output_dir, executor, force=args.force, timeout=args.timeout
+            )
     except (RunError, ParameterError) as exc:
         fail(str(exc))
     width = max(len(c["claim"]) for c in record.claims)
