@@ -57,30 +57,39 @@ def build_lock(root: Path):
 
 
 class Progress:
-    """A tqdm progress bar counting done, running, cached and failed notebooks."""
+    """A tqdm progress bar counting done, running, queued, cached and failed notebooks.
 
-    def __init__(self, total: int, enabled: bool = True) -> None:
+    Submitted notebooks beyond the executor's ``slots`` (its parallel jobs or workers) are
+    counted as queued, since the executor starts them only as others finish.
+    """
+
+    def __init__(self, total: int, enabled: bool = True, slots: int | None = None) -> None:
         from tqdm import tqdm
 
         self.counts = Counter()
+        self.slots = slots
         self.bar = tqdm(total=total, unit="nb", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
         self._refresh()
 
     def _refresh(self) -> None:
         c = self.counts
+        outstanding = c["submitted"]
+        running = outstanding if self.slots is None else min(outstanding, self.slots)
         self.bar.set_postfix_str(
-            f"done {c['done']} running {c['running']} cached {c['cached']} failed {c['failed']}", refresh=True
+            f"done {c['done']} running {running} queued {outstanding - running} cached {c['cached']} "
+            f"failed {c['failed']}",
+            refresh=True,
         )
 
     def __call__(self, event: str, item: Any) -> None:
         if event == "start":
-            self.counts["running"] += 1
+            self.counts["submitted"] += 1
         else:
             record: RunRecord = item
             if record.status == "cached":
                 self.counts["cached"] += 1
             else:
-                self.counts["running"] -= 1
+                self.counts["submitted"] -= 1
                 if not record.ok:
                     self.counts["failed"] += 1
                     logger.error("%s", record.error)
@@ -154,7 +163,7 @@ def _run_all(root, slugs, profile, executor, force, progress, timeout) -> list[R
         except RunError as exc:
             logger.error("%s", exc)
             invalid.append(_invalid_record(root, slug, profile, str(exc)))
-    bar = Progress(len(prepared), enabled=progress)
+    bar = Progress(len(prepared), enabled=progress, slots=getattr(executor, "jobs", None))
     try:
         records = execute_papers(
             prepared,
