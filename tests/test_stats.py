@@ -220,5 +220,6 @@ def test_where_unknown_column_or_no_rows():
     with pytest.raises(RuleError, match="'depth', which was not recorded"):
         evaluate_rule(rule, slope_data(-0.5))
     rule["where"] = {"width": 7}
-    with pytest.raises(RuleError, match="no recorded row matches"):
-        evaluate_rule(rule, slope_data(-0.5))
+    result = evaluate_rule(rule, slope_data(-0.5))
+    assert result.verdict == "inconclusive"
+    assert "no recorded row matches" in result.detail

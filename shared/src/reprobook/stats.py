@@ -228,7 +228,13 @@ def evaluate_rule(
     if kind == "all":
         return _evaluate_all(rule, data, paper_value)
     if "where" in rule:
-        data = _select_rows(rule["where"], data)
+        selected = _select_rows(rule["where"], data)
+        if selected is None:
+            return Evaluation(
+                "inconclusive",
+                detail=f"no recorded row matches where={dict(rule['where'])}: this run did not measure that case.",
+            )
+        data = selected
 
     columns = _columns(rule, data)
     unit_name = rule.get("unit", "seed")
@@ -260,8 +266,8 @@ def evaluate_rule(
     return evaluate(rule, columns, units, paper_value)
 
 
-def _select_rows(where: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
-    """Keep the rows whose columns equal the values in ``where`` (e.g. ``{width: 4096}``)."""
+def _select_rows(where: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Keep the rows whose columns equal the values in ``where`` (e.g. ``{width: 4096}``); None if none match."""
     if not isinstance(where, Mapping) or not where:
         raise RuleError(f"'where' must map column names to values, got {where!r}")
     mask = None
@@ -274,7 +280,7 @@ def _select_rows(where: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str,
         selected = column == value
         mask = selected if mask is None else mask & selected
     if not mask.any():
-        raise RuleError(f"no recorded row matches where={dict(where)}")
+        return None
     length = len(mask)
     return {k: np.asarray(v).ravel()[mask] if len(np.asarray(v).ravel()) == length else v for k, v in data.items()}
 
