@@ -223,3 +223,29 @@ def test_where_unknown_column_or_no_rows():
     result = evaluate_rule(rule, slope_data(-0.5))
     assert result.verdict == "inconclusive"
     assert "no recorded row matches" in result.detail
+
+
+def test_text_labels_in_where_and_unit():
+    data = {
+        "case": ["a", "a", "b", "b", "c", "c"],
+        "arm": ["fixed", "norm"] * 3,
+        "err": [1.0, 0.1, 1.0, 0.2, 1.0, 0.3],
+    }
+    rule = {
+        "kind": "threshold",
+        "measure": "err",
+        "op": "<",
+        "bound": 0.5,
+        "statistic": "max",
+        "unit": "case",
+        "where": {"arm": "norm"},
+    }
+    result = evaluate_rule(rule, data)
+    assert result.verdict == "reproduced"
+    assert result.n_units == 3
+
+
+def test_text_measure_rejected():
+    rule = {"kind": "threshold", "measure": "arm", "op": "<", "bound": 1}
+    with pytest.raises(RuleError, match="must be numeric"):
+        evaluate_rule(rule, {"arm": ["x", "y", "z"]})

@@ -262,8 +262,11 @@ def _as_column(name: str, values: Any) -> np.ndarray:
         array = array.reshape(1)
     if array.ndim != 1:
         raise ClaimsError(f"measurement '{name}' must be one-dimensional, got shape {array.shape}; flatten it")
-    if array.dtype == object:
-        raise ClaimsError(f"measurement '{name}' must be numeric or boolean, got {array[:3].tolist()}...")
+    if array.dtype.kind not in "biufU":
+        raise ClaimsError(
+            f"measurement '{name}' must be numeric, boolean or text labels, got {array[:3].tolist()}...; "
+            "convert it with np.asarray(values, dtype=float) or str"
+        )
     return array
 
 

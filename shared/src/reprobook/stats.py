@@ -293,7 +293,14 @@ def _columns(rule: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, np.n
             f"measurement '{missing[0]}' is required by the rule but was not recorded; "
             f"recorded columns: {', '.join(sorted(data)) or 'none'}"
         )
-    columns = {n: np.asarray(data[n], dtype=float).ravel() for n in names}
+    columns = {}
+    for name in names:
+        try:
+            columns[name] = np.asarray(data[name], dtype=float).ravel()
+        except ValueError:
+            raise RuleError(
+                f"measurement '{name}' must be numeric for this rule; text labels fit 'unit' or 'where'"
+            ) from None
     lengths = {len(v) for v in columns.values()}
     unit_name = rule.get("unit", "seed")
     if unit_name in data:
