@@ -1,0 +1,231 @@
+"""Privacy accounting, data and the two private solvers of the dp-stationary-points chapter.
+
+Accounting is in zero-concentrated differential privacy (zCDP): a Gaussian mechanism with l2
+sensitivity ``s`` and noise standard deviation ``sigma`` is ``s**2 / (2 sigma**2)``-zCDP,
+budgets add over adaptive releases, and ``rho``-zCDP implies
+``(rho + 2 sqrt(rho log(1/delta)), delta)``-DP for every ``delta`` in (0, 1).
+
+The loss is the sigmoid loss ``phi(y <w, x>)`` with ``phi(z) = 1 / (1 + exp(z))`` on features of
+norm at most 1, so every per-sample loss is ``L``-Lipschitz and ``beta``-smooth with the
+constants below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import special, stats
+
+LIPSCHITZ = 0.25  # max |phi'(z)| = 1/4, at z = 0
+SMOOTHNESS = 1.0 / (6.0 * np.sqrt(3.0))  # max |phi''(z)|, at sigmoid(z) = 1/2 +- 1/(2 sqrt 3)
+
+
+def zcdp_to_epsilon(rho: float, delta: float) -> float:
+    """Convert ``rho``-zCDP to the epsilon of ``(epsilon, delta)``-DP."""
+    return rho + 2.0 * np.sqrt(rho * np.log(1.0 / delta))
+
+
+def zcdp_budget(epsilon: float, delta: float) -> float:
+    """Return the largest ``rho`` whose zCDP guarantee implies ``(epsilon, delta)``-DP.
+
+    Solves ``epsilon = rho + 2 sqrt(rho log(1/delta))``, a quadratic in ``sqrt(rho)``.
+    """
+    log_term = np.log(1.0 / delta)
+    return float((np.sqrt(log_term + epsilon) - np.sqrt(log_term)) ** 2)
+
+
+def gaussian_zcdp(sensitivity: float, sigma: float) -> float:
+    """Return the zCDP parameter of one Gaussian mechanism."""
+    return sensitivity**2 / (2.0 * sigma**2)
+
+
+def gaussian_exact_delta(epsilon: float, sensitivity: float, sigma: float) -> float:
+    """Return the exact delta of one Gaussian mechanism at ``epsilon``.
+
+    The tight privacy profile of the Gaussian mechanism is
+    ``delta(eps) = Phi(s / (2 sigma) - eps sigma / s) - exp(eps) Phi(-s / (2 sigma) - eps sigma / s)``;
+    the chapter uses it to check that the zCDP conversion is conservative.
+    """
+    a = sensitivity / (2.0 * sigma)
+    b = epsilon * sigma / sensitivity
+    return float(stats.norm.cdf(a - b) - np.exp(epsilon) * stats.norm.cdf(-a - b))
+
+
+def dp_gd_sigma(n: int, rho: float, n_iters: int) -> float:
+    """Noise std of DP-GD: ``n_iters`` full gradients of sensitivity ``2L/n`` share ``rho``."""
+    return 2.0 * LIPSCHITZ / n * np.sqrt(n_iters / (2.0 * rho))
+
+
+def spider_sigmas(n: int, rho: float, n_iters: int, period: int) -> tuple[float, float]:
+    """Noise scales of Private SpiderBoost, each term taking half of ``rho``.
+
+    Returns ``sigma_1``, the std added to the ``ceil(T / q)`` fresh gradients (sensitivity
+    ``2L/n``), and ``sigma_2``, the std per unit of ``||w_t - w_{t-1}||`` added to the other
+    gradient differences (sensitivity ``2 beta ||w_t - w_{t-1}|| / n``).
+    """
+    n_fresh = -(-n_iters // period)
+    n_diff = n_iters - n_fresh
+    sigma_1 = 2.0 * LIPSCHITZ / n * np.sqrt(n_fresh / rho)
+    sigma_2 = 2.0 * SMOOTHNESS / n * np.sqrt(max(n_diff, 1) / rho)
+    return float(sigma_1), float(sigma_2)
+
+
+def spider_rho(n: int, n_iters: int, period: int, sigma_1: float, sigma_2: float) -> float:
+    """Total zCDP of Private SpiderBoost with the given noise scales, by composition."""
+    n_fresh = -(-n_iters // period)
+    fresh = n_fresh * gaussian_zcdp(2.0 * LIPSCHITZ / n, sigma_1)
+    # The difference noise is sigma_2 ||dw|| for sensitivity 2 beta ||dw|| / n, so ||dw|| cancels.
+    differences = (n_iters - n_fresh) * gaussian_zcdp(2.0 * SMOOTHNESS / n, sigma_2)
+    return fresh + differences
+
+
+def make_data(
+    rng: np.random.Generator, n: int, dim: int, signal: float = 0.6, flip: float = 0.1, rank: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw a binary classification sample with features in the unit ball.
+
+    Labels are +-1, flipped with probability ``flip``. A feature is ``signal * y0 * e_1`` plus an
+    isotropic Gaussian part of expected norm ``1 - signal`` (``y0`` the clean label), projected on
+    the unit ball. With ``rank`` the Gaussian part lives in a fixed random ``rank - 1``-dimensional
+    subspace orthogonal to ``e_1``, so the design has rank ``rank``.
+    """
+    clean = rng.choice([-1.0, 1.0], size=n)
+    y = np.where(rng.random(n) < flip, -clean, clean)
+    if rank is None:
+        spread = rng.standard_normal((n, dim)) * (1.0 - signal) / np.sqrt(dim)
+    else:
+        basis, _ = np.linalg.qr(rng.standard_normal((dim - 1, rank - 1)))
+        spread = np.zeros((n, dim))
+        spread[:, 1:] = rng.standard_normal((n, rank - 1)) @ basis.T * (1.0 - signal) / np.sqrt(rank - 1)
+    x = spread
+    x[:, 0] += signal * clean
+    x /= np.maximum(1.0, np.linalg.norm(x, axis=1, keepdims=True))
+    return x, y
+
+
+def gradient(w: np.ndarray, x: np.ndarray, y: np.ndarray, reg: float = 0.0) -> np.ndarray:
+    """Return the gradients of the regularised empirical risk at the columns of ``w`` (shape (d, m)).
+
+    The risk is the mean sigmoid loss plus ``reg / 2 ||w||^2``. The regulariser does not depend
+    on the data, so it leaves every sensitivity unchanged.
+    """
+    s = special.expit(y[:, None] * (x @ w))
+    weight = -s * (1.0 - s) * y[:, None]  # phi'(z) = -sigmoid(z) sigmoid(-z)
+    return x.T @ weight / len(y) + reg * w
+
+
+def loss(w: np.ndarray, x: np.ndarray, y: np.ndarray, reg: float = 0.0) -> np.ndarray:
+    """Return the regularised empirical risk at the columns of ``w``."""
+    return np.mean(special.expit(-y[:, None] * (x @ w)), axis=0) + 0.5 * reg * np.sum(w**2, axis=0)
+
+
+def _noise(gens: Sequence[np.random.Generator], dim: int, n_configs: int) -> np.ndarray:
+    # One block of columns per replicate, each drawn from that replicate's own generator.
+    return np.concatenate([g.standard_normal((dim, n_configs)) for g in gens], axis=1)
+
+
+def run_private(
+    method: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    rho: float,
+    step_sizes: np.ndarray,
+    n_iters: np.ndarray,
+    periods: np.ndarray,
+    gens: Sequence[np.random.Generator],
+    reg: float = 0.0,
+) -> np.ndarray:
+    """Run DP-GD or Private SpiderBoost for every configuration and replicate at once.
+
+    Parameters
+    ----------
+    method : {"dp_gd", "spider"}
+        The solver.
+    x, y : numpy.ndarray
+        The private data set.
+    rho : float
+        zCDP budget of every run.
+    step_sizes, n_iters, periods : numpy.ndarray
+        One entry per configuration: step size eta, iteration count T and restart period q
+        (ignored by DP-GD).
+    gens : sequence of numpy.random.Generator
+        One generator per replicate; it draws all the noise of that replicate.
+    reg : float
+        Weight of the ridge term ``reg / 2 ||w||^2`` of the risk.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (configurations, replicates): the mean of ``||grad F(w_t)||`` over ``t < T``,
+        which is the expected gradient norm of the uniformly random iterate that both methods
+        output.
+    """
+    n, dim = x.shape
+    n_configs, n_reps = len(step_sizes), len(gens)
+    eta = np.tile(np.asarray(step_sizes, float), n_reps)
+    horizon = np.tile(np.asarray(n_iters), n_reps)
+    period = np.tile(np.asarray(periods), n_reps)
+    if method == "dp_gd":
+        sigma = np.array([dp_gd_sigma(n, rho, int(t)) for t in horizon])
+    elif method == "spider":
+        pairs = np.array([spider_sigmas(n, rho, int(t), int(q)) for t, q in zip(horizon, period, strict=True)])
+        sigma, sigma_diff = pairs[:, 0], pairs[:, 1]
+    else:
+        raise ValueError(f"method must be 'dp_gd' or 'spider', got {method!r}")
+
+    w = np.zeros((dim, n_configs * n_reps))
+    w_prev, grad_prev, estimate = w, None, None
+    total = np.zeros(n_configs * n_reps)
+    for t in range(int(horizon.max())):
+        grad = gradient(w, x, y, reg)
+        total += np.where(t < horizon, np.linalg.norm(grad, axis=0), 0.0)
+        noise = _noise(gens, dim, n_configs)
+        if method == "dp_gd":
+            direction = grad + sigma * noise
+        else:
+            fresh = grad + sigma * noise
+            if estimate is None:
+                direction = fresh
+            else:
+                step = np.linalg.norm(w - w_prev, axis=0)
+                update = estimate + grad - grad_prev + sigma_diff * step * noise
+                direction = np.where(t % period == 0, fresh, update)
+            estimate, grad_prev = direction, grad
+        w_prev = w
+        w = w - eta * direction
+    return (total / horizon).reshape(n_reps, n_configs).T
+
+
+def tune_and_run(
+    method: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    rho: float,
+    grid: Sequence[tuple[float, int, int]],
+    tune_gens: Sequence[np.random.Generator],
+    eval_gens: Sequence[np.random.Generator],
+    reg: float = 0.0,
+) -> tuple[tuple[float, int, int], np.ndarray]:
+    """Pick the configuration with the smallest mean gap on tuning replicates, then rerun it.
+
+    Parameters
+    ----------
+    grid : sequence of (step size, iteration count, restart period)
+        The candidate configurations.
+    tune_gens, eval_gens : sequence of numpy.random.Generator
+        Generators of the tuning replicates and of the reported replicates, which must differ.
+
+    Returns
+    -------
+    tuple
+        The chosen configuration and the gaps of the reported replicates (see :func:`run_private`).
+    """
+    step_sizes, n_iters, periods = (np.array(column) for column in zip(*grid, strict=True))
+    tuning = run_private(method, x, y, rho, step_sizes, n_iters, periods, tune_gens, reg)
+    # A diverged run has an infinite or NaN gap; it must never be chosen.
+    score = np.nan_to_num(tuning.mean(axis=1), nan=np.inf)
+    best = int(np.argmin(score))
+    chosen = (float(step_sizes[best]), int(n_iters[best]), int(periods[best]))
+    gaps = run_private(method, x, y, rho, step_sizes[[best]], n_iters[[best]], periods[[best]], eval_gens, reg)
+    return chosen, gaps[0]
