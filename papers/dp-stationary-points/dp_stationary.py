@@ -229,3 +229,203 @@ def tune_and_run(
     chosen = (float(step_sizes[best]), int(n_iters[best]), int(periods[best]))
     gaps = run_private(method, x, y, rho, step_sizes[[best]], n_iters[[best]], periods[[best]], eval_gens, reg)
     return chosen, gaps[0]
+
+
+
+def tree_levels(n_leaves: int) -> int:
+    """Return the number of nodes of the binary aggregation tree over ``n_leaves`` leaves that contain one leaf."""
+    return max(1, int(n_leaves).bit_length())
+
+
+def tree_prefix_noise(node_noise: np.ndarray) -> np.ndarray:
+    """Turn the node noises of a binary aggregation tree into the noises of its prefix sums.
+
+    The node at level ``l`` with index ``k >= 1`` covers the leaves ``(k - 1) 2^l + 1, ..., k 2^l``.
+    The prefix sum up to leaf ``t`` is the sum of the nodes ``(l, t >> l)`` over the set bits
+    ``l`` of ``t``, so its noise is a sum of at most ``tree_levels(n_leaves)`` node noises.
+
+    Parameters
+    ----------
+    node_noise : numpy.ndarray
+        Shape (levels, n_leaves + 1, ...): the noise of node ``(l, k)`` at ``[l, k]`` (index 0 unused).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n_leaves + 1, ...): row ``t`` is the noise of the prefix sum up to leaf ``t``.
+    """
+    levels, rows = node_noise.shape[:2]
+    prefix = np.zeros((rows, *node_noise.shape[2:]))
+    for t in range(1, rows):
+        for level in range(levels):
+            if (t >> level) & 1:
+                prefix[t] += node_noise[level, t >> level]
+    return prefix
+
+
+def draw_streams(gens: Sequence[np.random.Generator], n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one fresh sample of size ``n`` per replicate, with shapes (replicates, n, dim) and (replicates, n)."""
+    pairs = [make_data(g, n, dim) for g in gens]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def _batch_gradient(w: np.ndarray, x: np.ndarray, y: np.ndarray, reg: float) -> np.ndarray:
+    # w: (dim, reps), x: (reps, b, dim), y: (reps, b); one mini-batch gradient per replicate.
+    s = special.expit(y * np.einsum("rbd,dr->rb", x, w))
+    weight = -s * (1.0 - s) * y
+    return np.einsum("rbd,rb->dr", x, weight) / x.shape[1] + reg * w
+
+
+def one_pass(
+    method: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    rho: float,
+    step_size: float,
+    batch: int,
+    period: int,
+    gens: Sequence[np.random.Generator],
+    reg: float = 0.0,
+    n_checkpoints: int = 16,
+) -> np.ndarray:
+    """Run one-pass DP-SGD or Tree-based Private Spider over per-replicate sample streams.
+
+    Every sample is used in exactly one mini-batch, so a replaced sample changes only the
+    releases of its own batch and the run is ``rho``-zCDP when each batch's releases are.
+
+    DP-SGD takes ``n // batch`` steps ``w <- w - eta (g + N(0, sigma^2 I))`` with ``g`` the
+    mini-batch gradient and ``sigma = (2L / batch) / sqrt(2 rho)``.
+
+    Tree-based Private Spider works in phases of ``period`` steps with normalised steps
+    ``w <- w - eta v / ||v||``. A phase starts with a gradient on a restart batch of
+    ``period * batch`` samples plus ``N(0, sigma_1^2 I)``, ``sigma_1 = (2L / b_1) / sqrt(2 rho)``.
+    Each later step draws a batch of ``batch`` samples and forms the gradient difference
+    ``g(w_t) - g(w_{t-1})``. Its sensitivity is ``2 beta eta / batch`` because
+    ``||w_t - w_{t-1}|| = eta``. The estimate is the restart gradient plus the prefix sum of the
+    differences, released with tree aggregation. Every tree node gets ``N(0, sigma_2^2 I)`` with
+    ``sigma_2 = (2 beta eta / batch) sqrt(levels / (2 rho))``, because each difference enters
+    ``levels`` nodes.
+
+    Parameters
+    ----------
+    method : {"dp_sgd", "tree_spider"}
+        The solver.
+    x, y : numpy.ndarray
+        Streams of shape (replicates, n, dim) and (replicates, n), one per generator.
+    rho : float
+        zCDP budget of every run.
+    step_size : float
+        Step size eta (DP-SGD) or step length eta (Tree-based Private Spider).
+    batch : int
+        Mini-batch size of DP-SGD steps and of Spider gradient differences.
+    period : int
+        Phase length of Tree-based Private Spider (ignored by DP-SGD).
+    gens : sequence of numpy.random.Generator
+        One generator per replicate; it draws the noise of that replicate.
+    reg : float
+        Weight of the ridge term ``reg / 2 ||w||^2`` of the risk.
+    n_checkpoints : int
+        Number of evenly spaced iterates returned.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n_checkpoints, dim, replicates): iterates at the midpoints of ``n_checkpoints``
+        equal stretches of the run, whose mean gradient norm estimates that of a uniformly
+        random iterate. Empty (zero checkpoints) when the run has fewer than ``n_checkpoints`` iterations.
+    """
+    n_reps, n, dim = x.shape
+    if method == "dp_sgd":
+        n_iters = n // batch
+        sigma = 2.0 * LIPSCHITZ / batch / np.sqrt(2.0 * rho)
+    elif method == "tree_spider":
+        restart = period * batch
+        n_phases = n // (restart + (period - 1) * batch)
+        n_iters = n_phases * period
+        sigma = 2.0 * LIPSCHITZ / restart / np.sqrt(2.0 * rho)
+        levels = tree_levels(period - 1)
+        sigma_tree = 2.0 * SMOOTHNESS * step_size / batch * np.sqrt(levels / (2.0 * rho))
+    else:
+        raise ValueError(f"method must be 'dp_sgd' or 'tree_spider', got {method!r}")
+    if n_iters < n_checkpoints:
+        return np.zeros((0, dim, n_reps))
+    keep = ((np.arange(n_checkpoints) + 0.5) * n_iters / n_checkpoints).astype(int)
+    saved, w, used = [], np.zeros((dim, n_reps)), 0
+    w_prev = w
+    for t in range(n_iters):
+        if t in keep:
+            saved.append(w)
+        if method == "dp_sgd":
+            grad = _batch_gradient(w, x[:, used:used + batch], y[:, used:used + batch], reg)
+            w = w - step_size * (grad + sigma * _noise(gens, dim, 1))
+            used += batch
+            continue
+        j = t % period
+        if j == 0:
+            base = _batch_gradient(w, x[:, used:used + restart], y[:, used:used + restart], reg)
+            base = base + sigma * _noise(gens, dim, 1)
+            nodes = np.stack([_noise(gens, dim, 1) for _ in range(levels * period)]).reshape(levels, period, dim, n_reps)
+            prefix_noise = sigma_tree * tree_prefix_noise(nodes)
+            differences = np.zeros((dim, n_reps))
+            used += restart
+        else:
+            xb, yb = x[:, used:used + batch], y[:, used:used + batch]
+            differences += _batch_gradient(w, xb, yb, reg) - _batch_gradient(w_prev, xb, yb, reg)
+            used += batch
+        estimate = base + differences + prefix_noise[j]
+        w_prev = w
+        w = w - step_size * estimate / np.linalg.norm(estimate, axis=0)
+    return np.stack(saved)
+
+
+def population_gap(iterates: np.ndarray, x_pop: np.ndarray, y_pop: np.ndarray, reg: float = 0.0) -> np.ndarray:
+    """Return the mean population gradient norm over the checkpoints, per replicate.
+
+    The population gradient is estimated on the held-out sample ``(x_pop, y_pop)``. An empty
+    set of checkpoints (a run too short for one checkpoint per stretch) gives an infinite gap.
+    """
+    if len(iterates) == 0:
+        return np.full(iterates.shape[2], np.inf)
+    n_checkpoints, dim, n_reps = iterates.shape
+    grads = gradient(iterates.transpose(1, 0, 2).reshape(dim, -1), x_pop, y_pop, reg)
+    return np.linalg.norm(grads, axis=0).reshape(n_checkpoints, n_reps).mean(axis=0)
+
+
+def tune_one_pass(
+    method: str,
+    rho: float,
+    grid: Sequence[tuple[float, int, int]],
+    tune_gens: Sequence[np.random.Generator],
+    eval_gens: Sequence[np.random.Generator],
+    n: int,
+    population: tuple[np.ndarray, np.ndarray],
+    reg: float = 0.0,
+) -> tuple[tuple[float, int, int], np.ndarray]:
+    """Pick the one-pass configuration with the smallest mean population gap on tuning replicates.
+
+    Each replicate draws its own stream of ``n`` samples from its generator, then its noise.
+
+    Parameters
+    ----------
+    grid : sequence of (step size, batch, period)
+        The candidate configurations.
+    tune_gens, eval_gens : sequence of numpy.random.Generator
+        Generators of the tuning replicates and of the reported replicates, which must differ.
+    population : tuple of numpy.ndarray
+        The held-out sample on which population gradients are estimated.
+
+    Returns
+    -------
+    tuple
+        The chosen configuration and the population gaps of the reported replicates.
+    """
+    dim = population[0].shape[1]
+    x, y = draw_streams(tune_gens, n, dim)
+    scores = []
+    for eta, batch, period in grid:
+        iterates = one_pass(method, x, y, rho, eta, batch, period, tune_gens, reg)
+        scores.append(population_gap(iterates, *population, reg).mean())
+    best = grid[int(np.argmin(np.nan_to_num(scores, nan=np.inf)))]
+    x, y = draw_streams(eval_gens, n, dim)
+    iterates = one_pass(method, x, y, rho, *best, eval_gens, reg)
+    return best, population_gap(iterates, *population, reg)
