@@ -110,7 +110,10 @@ def kernel_environment(threads: int) -> dict[str, str]:
 
 
 def execute_task(task: ExecutionTask) -> ExecutionOutcome:
-    """Run a task in a child process and return its outcome; never raises for notebook errors."""
+    """Run a task in a child process and return its outcome.
+
+    A cell that raises, a time-out and a dead kernel come back as outcomes, not exceptions.
+    """
     import psutil
 
     start = time.monotonic()
