@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
+from .yamlfile import load_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +43,7 @@ def load_catalogue(root: Path) -> dict[str, dict[str, Any]]:
         When the file is missing, an entry lacks a field, or a slug or BibTeX key repeats.
     """
     path = root / CATALOGUE
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise BibliographyError(f"{path} not found; it lists every paper in the book's scope") from exc
-    except yaml.YAMLError as exc:
-        raise BibliographyError(f"{path} is not valid YAML: {exc}") from exc
+    data = load_yaml(path, BibliographyError, "it lists every paper in the book's scope")
     entries = data.get("papers") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise BibliographyError(f"{path} must contain a mapping with a 'papers' list")
@@ -151,12 +146,7 @@ def load_citation(root: Path) -> dict[str, Any]:
         When the file is missing or lacks ``title``, ``authors`` or ``url``.
     """
     path = root / CITATION_FILE
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise BibliographyError(f"{path} not found; create it at the project root with the book's citation") from exc
-    except yaml.YAMLError as exc:
-        raise BibliographyError(f"{path} is not valid YAML: {exc}") from exc
+    data = load_yaml(path, BibliographyError, "create it at the project root with the book's citation")
     missing = [name for name in ("title", "authors", "url") if not isinstance(data, dict) or not data.get(name)]
     if missing:
         raise BibliographyError(f"{path}: missing {', '.join(missing)}")

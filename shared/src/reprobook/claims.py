@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from .stats import (
     SCALES,
@@ -27,6 +26,7 @@ from .stats import (
     evaluate_rule,
     validate_rule,
 )
+from .yamlfile import load_yaml
 
 CLAIM_MIME = "application/vnd.reprobook.claim+json"
 REQUIRED_FIELDS = ("slug", "title", "authors", "year", "venue", "arxiv", "topic", "bibtex_key", "claims")
@@ -108,12 +108,7 @@ def load_paper_yaml(path: Path) -> dict[str, Any]:
     ClaimsError
         Naming the file and the field that is missing or invalid.
     """
-    try:
-        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ClaimsError(f"{path} not found; every paper folder needs a paper.yaml") from exc
-    except yaml.YAMLError as exc:
-        raise ClaimsError(f"{path} is not valid YAML: {exc}") from exc
+    meta = load_yaml(path, ClaimsError, "every paper folder needs a paper.yaml")
     if not isinstance(meta, dict):
         raise ClaimsError(f"{path} must contain a mapping, got {type(meta).__name__}")
     missing = [name for name in REQUIRED_FIELDS if name not in meta]

@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from .yamlfile import load_yaml
+
 PROFILES = ("ci", "book", "large")
 _BASE_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict}
 _NONE_TEXT = {"none", "null", "~"}
@@ -286,12 +288,7 @@ def unknown_name_error(name: str, params: Mapping[str, Parameter], where: str) -
 
 def load_profiles(path: Path, params: Mapping[str, Parameter]) -> dict[str, dict[str, Any]]:
     """Read ``profiles.yaml`` and check every override against the parameters cell."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError as exc:
-        raise ParameterError(f"{path} not found; every paper needs profiles ci, book and large") from exc
-    except yaml.YAMLError as exc:
-        raise ParameterError(f"{path} is not valid YAML: {exc}") from exc
+    raw = load_yaml(path, ParameterError, "every paper needs profiles ci, book and large") or {}
     if not isinstance(raw, dict):
         raise ParameterError(f"{path} must map profile names to parameter overrides")
     missing = [p for p in PROFILES if p not in raw]
