@@ -122,7 +122,7 @@ def write_references(root: Path, metas: Mapping[str, Mapping[str, Any]]) -> bool
 
 
 def write_if_changed(path: Path, text: str) -> bool:
-    """Write ``text`` unless the file already holds it, so Sphinx sees no change; return True if written."""
+    """Write ``text`` unless the file already contains it, so Sphinx sees no change; return True if written."""
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)

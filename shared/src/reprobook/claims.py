@@ -1,8 +1,8 @@
 """Claims of a paper: load ``paper.yaml``, evaluate each claim's rule, show the claim card.
 
 A notebook records measurements with :meth:`Paper.record`. The result is emitted as a display
-output of MIME type :data:`CLAIM_MIME`, which the runner reads back from the executed notebook
-to write ``SLUG.claims.json``; nothing is written to disk by the notebook itself.
+output of MIME type :data:`CLAIM_MIME`, and the runner reads it back from the executed notebook
+to write ``SLUG.claims.json``. The notebook itself writes nothing to disk.
 """
 
 from __future__ import annotations

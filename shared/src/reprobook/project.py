@@ -65,7 +65,7 @@ class PaperFolder:
         try:
             return nbformat.read(self.notebook_path, as_version=4)
         except FileNotFoundError as exc:
-            raise ProjectError(f"{self.notebook_path} not found; each paper folder holds <slug>.ipynb") from exc
+            raise ProjectError(f"{self.notebook_path} not found; each paper folder must contain <slug>.ipynb") from exc
         except Exception as exc:  # nbformat raises several unrelated types for unreadable JSON
             raise ProjectError(f"{self.notebook_path} is not a readable notebook: {exc}") from exc
 
@@ -96,7 +96,7 @@ class PaperFolder:
 
 
 def list_papers(root: Path) -> list[str]:
-    """Return the slugs of every folder under ``papers/`` that holds a ``paper.yaml``, sorted."""
+    """Return the slugs of every folder under ``papers/`` that contains a ``paper.yaml``, sorted."""
     return sorted(p.parent.name for p in (root / "papers").glob("*/paper.yaml"))
 
 
