@@ -54,6 +54,17 @@ def test_record_rejects_text_and_matrices(paper_folder):
         paper.record("C1", seed=[0, 1], momentum_loss=[[1, 2], [3, 4]], gd_loss=[1, 2])
 
 
+def test_record_accepts_text_labels_held_as_objects(paper_folder):
+    import pandas as pd
+
+    paper = Paper.load(paper_folder)
+    arms = pd.Series(["a", "b", "c", "d", "e"])  # pandas keeps strings as objects
+    result = paper.record("C1", seed=[0, 1, 2, 3, 4], momentum_loss=[1] * 5, gd_loss=[2] * 5, arm=arms)
+    assert result.verdict == "reproduced"
+    with pytest.raises(ClaimsError, match="numeric, boolean or text labels"):
+        paper.record("C1", seed=[0, 1], momentum_loss=[1, {"a": 1}], gd_loss=[2, 2])
+
+
 def test_show_before_record_explains(paper_folder):
     with pytest.raises(ClaimsError, match="has not been recorded yet"):
         Paper.load(paper_folder).result("C1")

@@ -122,6 +122,17 @@ def test_monotone_increasing_and_flat():
     assert falling.verdict == "not-reproduced"
 
 
+def test_monotone_threshold_met_exactly_despite_rounding():
+    # Means ranked 1, 3, 2, 4 give rho = 0.8, which scipy returns as 0.7999999999999999.
+    rule = {"kind": "monotone", "measure": "y", "against": "x", "min_spearman": 0.8}
+    seeds = np.repeat(np.arange(5), 4)
+    xs = np.tile([8, 16, 32, 64], 5)
+    ys = np.tile([1.0, 3.0, 2.0, 4.0], 5)
+    result = evaluate_rule(rule, {"seed": seeds, "x": xs, "y": ys})
+    assert result.interval[0] == pytest.approx(0.8)
+    assert result.verdict == "reproduced"
+
+
 def test_monotone_two_levels_inconclusive():
     rule = {"kind": "monotone", "measure": "y", "against": "x"}
     result = evaluate_rule(rule, {"seed": [0, 0, 1, 1, 2, 2], "x": [1, 2] * 3, "y": [1, 2] * 3})

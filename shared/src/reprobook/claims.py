@@ -257,6 +257,8 @@ def _as_column(name: str, values: Any) -> np.ndarray:
         array = array.reshape(1)
     if array.ndim != 1:
         raise ClaimsError(f"measurement '{name}' must be one-dimensional, got shape {array.shape}; flatten it")
+    if array.dtype.kind == "O" and len(array) and all(isinstance(v, str) for v in array.tolist()):
+        array = array.astype(str)  # text labels held as objects, as pandas stores strings
     if array.dtype.kind not in "biufU":
         raise ClaimsError(
             f"measurement '{name}' must be numeric, boolean or text labels, got {array[:3].tolist()}...; "

@@ -231,34 +231,70 @@ def _die_with_parent() -> None:
 
 def _run_child(task_path: Path, outcome_path: Path) -> None:
     """Body of the child process: run papermill and write the outcome as JSON."""
+    _die_with_parent()
+    task = ExecutionTask(**json.loads(task_path.read_text()))
+    outcome = run_notebook(task, task_path.parent)
+    outcome_path.write_text(json.dumps(asdict(outcome)))
+
+
+def prepare_workdir(task: ExecutionTask, scratch: Path) -> Path:
+    """Return the task's working directory, writing a remote task's files under ``scratch``."""
+    if task.folder is not None:
+        return Path(task.folder)
+    workdir = scratch / task.slug
+    for relative, content in task.files.items():
+        target = workdir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(base64.b64decode(content))
+    workdir.mkdir(exist_ok=True)
+    return workdir
+
+
+def run_notebook(
+    task: ExecutionTask, scratch: Path, kernel_manager: Any = None, kernel: str | None = None
+) -> ExecutionOutcome:
+    """Execute a task's notebook with papermill and return the outcome.
+
+    Parameters
+    ----------
+    task : ExecutionTask
+        The notebook, its parameters and its folder.
+    scratch : Path
+        A private folder; the notebook is saved to ``scratch/partial.ipynb`` after every cell, so
+        whoever stops a run that takes too long still has the cells that finished.
+    kernel_manager : jupyter_client.AsyncKernelManager, optional
+        A kernel already started by :func:`reprobook.workers.start_ready_kernel`; its working
+        directory is moved to the task's folder before the first cell. When None, papermill starts a fresh kernel.
+    kernel : str, optional
+        Name of ``kernel_manager``'s kernel; chosen with :func:`choose_kernel` when None.
+
+    Returns
+    -------
+    ExecutionOutcome
+        A cell that raises and a kernel that dies come back as outcomes, not exceptions.
+    """
     import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    _die_with_parent()
-    task = ExecutionTask(**json.loads(task_path.read_text()))
-    scratch = task_path.parent
-    if task.folder is None:
-        workdir = scratch / task.slug
-        for relative, content in task.files.items():
-            target = workdir / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(base64.b64decode(content))
-        workdir.mkdir(exist_ok=True)
-    else:
-        workdir = Path(task.folder)
+    workdir = prepare_workdir(task, scratch)
     source = scratch / "source.ipynb"
     source.write_text(task.notebook_json)
     partial = scratch / "partial.ipynb"
     start = time.monotonic()
-    try:
-        kernel = choose_kernel()
-    except KernelNotFoundError as exc:
-        outcome = ExecutionOutcome("failed", None, 0.0, f"{task.slug}: {exc}", None, "", _host())
-        outcome_path.write_text(json.dumps(asdict(outcome)))
-        return
+    if kernel is None:
+        try:
+            kernel = choose_kernel()
+        except KernelNotFoundError as exc:
+            return ExecutionOutcome("failed", None, 0.0, f"{task.slug}: {exc}", None, "", _host())
     status, error, cell = "ok", None, None
+    engine_options = {}
     try:
+        if kernel_manager is not None:
+            from .workers import move_kernel
+
+            move_kernel(kernel_manager, workdir)
+            engine_options["km"] = kernel_manager
         papermill.execute_notebook(
             str(source),
             str(partial),
@@ -269,6 +305,7 @@ def _run_child(task_path: Path, outcome_path: Path) -> None:
             progress_bar=False,
             log_output=False,
             request_save_on_cell_execute=True,
+            **engine_options,
         )
     except PapermillExecutionError as exc:
         status = "failed"
@@ -290,8 +327,7 @@ def _run_child(task_path: Path, outcome_path: Path) -> None:
                 cell = _source_index(partial, executed_index)
                 first_line = (nb.cells[executed_index].source.strip().splitlines() or [""])[0]
                 error = f"{error} while running cell {cell} (`{first_line[:60]}`)"
-    outcome = ExecutionOutcome(status, notebook_json, time.monotonic() - start, error, cell, kernel, _host())
-    outcome_path.write_text(json.dumps(asdict(outcome)))
+    return ExecutionOutcome(status, notebook_json, time.monotonic() - start, error, cell, kernel, _host())
 
 
 def _source_index(executed_path: Path, executed_index: int) -> int:

@@ -2,11 +2,13 @@
 
 Two implementations share one interface, :class:`Executor`:
 
-- :class:`LocalExecutor` runs each notebook in a child process on this machine, ``jobs`` at a time;
+- :class:`LocalExecutor` runs notebooks on this machine, ``jobs`` at a time, in long-lived worker
+  processes on kernels started ahead of time (:mod:`reprobook.workers`), or with
+  ``REPROBOOK_EXECUTION=process`` in a new child process each;
 - :class:`reprobook.dask_executor.DaskExecutor` sends the same tasks to a Dask cluster, either an
   existing one (a scheduler address) or a ``LocalCluster`` it starts on this machine.
 
-Both run :func:`reprobook.execute.execute_task`. Results come back to the calling process, which
+Dask workers run :func:`reprobook.execute.execute_task`. Results come back to the calling process, which
 writes the cache and the book, so a cluster run and a local run store the same records.
 """
 

@@ -242,22 +242,61 @@ def store(cache: Cache, record: RunRecord) -> None:
     cache.put(record.key, record.notebook_json, record.claims, meta)
 
 
+EXECUTION_ENV = "REPROBOOK_EXECUTION"
+EXECUTION_MODES = ("workers", "process")
+
+
 class LocalExecutor:
-    """Runs tasks in child processes, ``jobs`` at a time, on this machine."""
+    """Runs tasks on this machine, ``jobs`` at a time.
+
+    Parameters
+    ----------
+    jobs : int, optional
+        Notebooks that run at once (default: one per core).
+    mode : {"workers", "process"}, optional
+        ``workers`` (the default) runs notebooks in long-lived worker processes on kernels
+        started ahead of time (:mod:`reprobook.workers`); ``process`` starts a new process and
+        kernel for every notebook (:func:`reprobook.execute.execute_task`), the slower way that
+        shares nothing between notebooks. The environment variable ``REPROBOOK_EXECUTION``
+        sets the default.
+
+    Raises
+    ------
+    ValueError
+        For an unknown mode.
+    """
 
     remote = False
 
-    def __init__(self, jobs: int | None = None) -> None:
+    def __init__(self, jobs: int | None = None, mode: str | None = None) -> None:
         self.jobs = jobs or os.cpu_count() or 1
-        self._pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="reprobook")
+        self.mode = mode or os.environ.get(EXECUTION_ENV) or "workers"
+        if self.mode not in EXECUTION_MODES:
+            raise ValueError(
+                f"execution mode {self.mode!r} (from {EXECUTION_ENV} or the caller) is unknown; "
+                f"use one of {', '.join(EXECUTION_MODES)}"
+            )
+        if self.mode == "workers":
+            from .workers import WorkerPool
+
+            self._workers: WorkerPool | None = WorkerPool(self.jobs)
+            self._pool = None
+        else:
+            self._workers = None
+            self._pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="reprobook")
 
     def submit(self, task: ExecutionTask) -> Future:
         """Start a task and return a future of its :class:`ExecutionOutcome`."""
+        if self._workers is not None:
+            return self._workers.submit(task)
         return self._pool.submit(execute_task, task)
 
     def close(self) -> None:
         """Wait for running tasks and release the workers."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._workers is not None:
+            self._workers.close()
+        else:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def execute_papers(
