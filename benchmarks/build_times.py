@@ -117,9 +117,9 @@ def run_timed(command: Sequence[str], cwd: Path, log: Path, env: dict[str, str],
     return {"seconds": seconds, "returncode": returncode, "log": str(log)}
 
 
-def project_env(root: Path) -> dict[str, str]:
-    """Return the environment for commands on the copy at ``root``: its root, one thread per kernel."""
-    env = {**os.environ, **kernel_environment(1), "REPROBOOK_ROOT": str(root)}
+def project_env(root: Path, execution: str = "workers") -> dict[str, str]:
+    """Return the environment for commands on the copy at ``root``: its root, one thread per kernel, the execution mode."""
+    env = {**os.environ, **kernel_environment(1), "REPROBOOK_ROOT": str(root), "REPROBOOK_EXECUTION": execution}
     env.pop("JUPYTER_PLATFORM_DIRS", None)
     return env
 
@@ -157,10 +157,12 @@ def make_quick_source(work: Path, timeout: float) -> Path:
 # --------------------------------------------------------------------------- reprobook builds
 
 
-def reprobook_build(root: Path, profile: str, jobs: int, log: Path, timeout: float) -> dict[str, Any]:
+def reprobook_build(
+    root: Path, profile: str, jobs: int, log: Path, timeout: float, execution: str = "workers"
+) -> dict[str, Any]:
     """Time ``reprobook build`` on the copy at ``root`` and attach its build report."""
     command = tool_command("reprobook", ["-m", "reprobook"]) + ["build", "--profile", profile, "--jobs", str(jobs)]
-    outcome = run_timed(command, root, log, project_env(root), timeout)
+    outcome = run_timed(command, root, log, project_env(root, execution), timeout)
     report_path = root / RESULTS_DIR / "build-report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     outcome["execution_seconds"] = report.get("wall_seconds")
@@ -584,6 +586,35 @@ def overhead_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
+COMPARISON_HEADER = ("measurement", "before (s)", "after (s)", "after / before")
+
+
+def comparison_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Return the medians of every measurement and target before and after, with their ratio."""
+    before = results.get("before")
+    if not before:
+        return []
+    rows = []
+    names = [*MEASUREMENTS, "cold_jobs1_execution", "cold_jobs2_execution", "render"]
+    labels = {
+        **MEASUREMENTS,
+        "cold_jobs1_execution": "cold --jobs 1, execution only",
+        "cold_jobs2_execution": f"cold --jobs {PARALLEL_JOBS}, execution only",
+        "render": "render and start-up",
+    }
+    for name in names:
+        old = before["measurements"].get(name, {}).get("median")
+        new = results["measurements"].get(name, {}).get("median")
+        ratio = f"{new / old:.2f}" if old and new is not None else ""
+        rows.append((labels[name], _seconds(old), _seconds(new), ratio))
+    for old_row, new_row in zip(before["targets"], results["targets"], strict=False):
+        old, new = old_row.get("value"), new_row.get("value")
+        ratio = f"{new / old:.2f}" if old and new is not None else ""
+        unit = new_row.get("unit", "s")
+        rows.append((f"target: {new_row['target']} ({unit})", _seconds(old), _seconds(new), ratio))
+    return rows
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Return a MyST pipe table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
@@ -597,7 +628,10 @@ def print_tables(results: dict[str, Any]) -> None:
         ("Measurements (seconds)", ("measurement", "median", "min-max", "n", "notes"), measurement_rows(results)),
         ("Targets", ("target", "measured", "limit", "ratio", "status"), target_rows(results)),
         ("Per-notebook time (medians, seconds)", OVERHEAD_HEADER, overhead_rows(results)),
+        ("Before and after (medians)", COMPARISON_HEADER, comparison_rows(results)),
     ):
+        if not rows:
+            continue
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
         print(f"\n{title}")
         for row in [header, *rows]:
@@ -683,7 +717,8 @@ def page_markdown(results: dict[str, Any], figure_relative: str) -> str:
         "`python benchmarks/build_times.py` times whole commands in fresh copies of the project and "
         f"repeats each measurement {settings['repeat']} time(s). This run used profile `{settings['profile']}` "
         f"and the papers {', '.join(f'`{s}`' for s in settings['papers'])}; the changed chapter was "
-        f"`{settings['changed']}`. Values are medians with the range from min to max.",
+        f"`{settings['changed']}`; notebooks ran with execution `{settings.get('execution', 'workers')}`. "
+        "Values are medians with the range from min to max.",
         "",
         "## Machine",
         "",
@@ -720,6 +755,7 @@ def page_markdown(results: dict[str, Any], figure_relative: str) -> str:
         "",
         markdown_table(OVERHEAD_HEADER, overhead_rows(results)),
         "",
+        *comparison_section(results),
         "## Definitions",
         "",
         "- **Cold build**: `reprobook build --jobs N` in a new copy of the project, so the cache is empty "
@@ -746,10 +782,34 @@ def page_markdown(results: dict[str, Any], figure_relative: str) -> str:
     return "\n".join(lines)
 
 
+def comparison_section(results: dict[str, Any]) -> list[str]:
+    """Return the page's "Before and after" section, or nothing when no earlier run was given."""
+    before = results.get("before")
+    if not before:
+        return []
+    old_mode = before["settings"].get("execution", "process")
+    load = before.get("load_average") or {}
+    load_text = ", ".join(f"{v:.2f}" for v in load.get("start", [])) or "unknown"
+    return [
+        "## Before and after",
+        "",
+        f"*Before* is the run in `{before['file']}` (execution `{old_mode}`, load average at its start "
+        f"{load_text}); *after* is this run (execution `{results['settings']['execution']}`). "
+        "`process` starts a new process and kernel for every notebook; `workers` runs notebooks in "
+        "long-lived worker processes on kernels started ahead of time with the common modules imported.",
+        "",
+        markdown_table(COMPARISON_HEADER, comparison_rows(results)),
+        "",
+    ]
+
+
 def write_outputs(results: dict[str, Any], output_dir: Path) -> dict[str, Path]:
     """Write the JSON results, the figure and the page under ``output_dir``; return their paths."""
     stamp = results["started"].replace(":", "").replace("-", "")
-    json_path = output_dir / RESULTS / f"build_times-{results['settings']['profile']}-{stamp}.json"
+    settings = results["settings"]
+    json_path = (
+        output_dir / RESULTS / f"build_times-{settings['profile']}-{settings.get('execution', 'workers')}-{stamp}.json"
+    )
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=1) + "\n")
     figure_path = output_dir / FIGURE
@@ -765,23 +825,34 @@ def write_outputs(results: dict[str, Any], output_dir: Path) -> dict[str, Path]:
 
 
 def run_repetition(
-    source: Path, slugs: Sequence[str], profile: str, changed: str, work: Path, repetition: int, timeout: float
+    source: Path,
+    slugs: Sequence[str],
+    profile: str,
+    changed: str,
+    work: Path,
+    repetition: int,
+    timeout: float,
+    execution: str = "workers",
 ) -> dict[str, Any]:
     """Run every measurement once, each cold one in a new copy of ``source``."""
     logs = work / "logs" / f"r{repetition}"
     run: dict[str, Any] = {"repetition": repetition}
     for jobs in (1, PARALLEL_JOBS):
         root = copy_project(source, work / f"r{repetition}-jobs{jobs}", slugs)
-        run[f"cold_jobs{jobs}"] = reprobook_build(root, profile, jobs, logs / f"cold-jobs{jobs}.log", timeout)
+        run[f"cold_jobs{jobs}"] = reprobook_build(
+            root, profile, jobs, logs / f"cold-jobs{jobs}.log", timeout, execution
+        )
         if jobs == 1:
             run["overheads"] = overheads_of_build(root, run["cold_jobs1"]["papers"])
 
     warm = work / f"r{repetition}-jobs{PARALLEL_JOBS}"
-    run["noop"] = reprobook_build(warm, profile, PARALLEL_JOBS, logs / "noop.log", timeout)
+    run["noop"] = reprobook_build(warm, profile, PARALLEL_JOBS, logs / "noop.log", timeout, execution)
     edit_code(warm, changed, repetition)
-    run["code_change"] = reprobook_build(warm, profile, PARALLEL_JOBS, logs / "code-change.log", timeout)
+    run["code_change"] = reprobook_build(warm, profile, PARALLEL_JOBS, logs / "code-change.log", timeout, execution)
     edit_markdown(warm, changed, repetition)
-    run["markdown_change"] = reprobook_build(warm, profile, PARALLEL_JOBS, logs / "markdown-change.log", timeout)
+    run["markdown_change"] = reprobook_build(
+        warm, profile, PARALLEL_JOBS, logs / "markdown-change.log", timeout, execution
+    )
 
     expected = {"noop": 0, "code_change": 1, "markdown_change": 0}
     for name, count in expected.items():
@@ -830,6 +901,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder after the run")
     parser.add_argument(
+        "--execution",
+        choices=["workers", "process"],
+        default="workers",
+        help="how reprobook executes notebooks: long-lived workers on kernels started ahead of time (default), "
+        "or a new process and kernel per notebook (the way before the workers existed)",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="JSON",
+        help="results file of an earlier run (e.g. with --execution process) to show beside this one on the page",
+    )
+    parser.add_argument(
         "--command-timeout", type=float, default=3600.0, help="seconds before one timed command is stopped"
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -838,6 +922,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--repeat {args.repeat} must be at least 1")
     if args.quick and args.papers:
         parser.error("--quick builds its own scaffolded papers; leave out --papers")
+    if args.before is not None and not args.before.is_file():
+        parser.error(f"--before {args.before}: file not found; give a JSON file from benchmarks/results/")
     return args
 
 
@@ -876,7 +962,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = []
         for repetition in range(repeat):
             logger.info("repetition %d of %d", repetition + 1, repeat)
-            runs.append(run_repetition(source, slugs, args.profile, changed, work, repetition, args.command_timeout))
+            runs.append(
+                run_repetition(
+                    source, slugs, args.profile, changed, work, repetition, args.command_timeout, args.execution
+                )
+            )
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -892,6 +982,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "repeat": repeat,
             "quick": args.quick,
             "parallel_jobs": PARALLEL_JOBS,
+            "execution": args.execution,
         },
         "machine": describe_machine(),
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
@@ -903,6 +994,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     serial, parallel = execution["cold_jobs1_execution"]["median"], execution["cold_jobs2_execution"]["median"]
     results["parallel_efficiency"] = serial / (PARALLEL_JOBS * parallel) if serial and parallel else None
 
+    if args.before is not None:
+        earlier = json.loads(args.before.read_text())
+        results["before"] = {
+            "file": args.before.name,
+            "settings": earlier.get("settings", {}),
+            "load_average": earlier.get("load_average"),
+            "measurements": earlier["measurements"],
+            "targets": earlier["targets"],
+        }
     print_tables(results)
     paths = write_outputs(results, args.output_dir)
     print(f"\nwrote {paths['page']}, {paths['figure']} and {paths['json']}")

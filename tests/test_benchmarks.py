@@ -109,6 +109,31 @@ def test_targets_ratios_and_status():
     assert by_name["speed-up of --jobs 2 over Jupyter Book"]["met"] is True
 
 
+def test_comparison_rows_before_and_after():
+    def measured(scale):
+        names = [*build_times.MEASUREMENTS, "cold_jobs1_execution", "cold_jobs2_execution", "render"]
+        return {name: build_times.summary([10.0 * scale]) for name in names}
+
+    targets = [{"target": "build, nothing changed", "value": 12.0, "unit": "s"}]
+    results = {
+        "measurements": measured(0.5),
+        "targets": [{**targets[0], "value": 6.0}],
+        "settings": {"execution": "workers"},
+        "before": {
+            "file": "old.json",
+            "settings": {"execution": "process"},
+            "measurements": measured(1.0),
+            "targets": targets,
+        },
+    }
+    rows = build_times.comparison_rows(results)
+    assert rows[0] == ("cold build, --jobs 1", "10.0", "5.0", "0.50")
+    assert rows[-1] == ("target: build, nothing changed (s)", "12.0", "6.0", "0.50")
+    section = "\n".join(build_times.comparison_section(results))
+    assert "execution `process`" in section
+    assert build_times.comparison_rows({**results, "before": None}) == []
+
+
 @pytest.mark.slow
 def test_quick_run_writes_every_measurement(tmp_path):
     result = subprocess.run(

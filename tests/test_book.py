@@ -8,10 +8,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from reprobook import book
 from reprobook.book import toc_text
 from reprobook.claims import load_paper_yaml
 
-from .conftest import PAPERS, ROOT, cli
+from .conftest import PAPERS, ROOT, cli, copy_project
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +46,20 @@ def test_second_build_executes_nothing(built):
     assert result.returncode == 0, result.stdout[-3000:]
     report = json.loads((built / "_build" / "reprobook" / "build-report.json").read_text())
     assert report["counts"] == {"cached": len(PAPERS)}
+    render_log = (built / "_build" / "reprobook" / "render.log").read_text()
+    assert "Jupyter Book was not run" in render_log
+
+
+def test_render_digest_follows_pages_and_sources(tmp_path):
+    root = copy_project(tmp_path / "book", papers=[])
+    before = book.render_inputs_digest(root)
+    assert book.render_inputs_digest(root) == before
+    (root / "book" / "intro.md").write_text((root / "book" / "intro.md").read_text() + "\nOne more line.\n")
+    after_page = book.render_inputs_digest(root)
+    assert after_page != before
+    (root / "papers" / "new-paper").mkdir(parents=True)
+    (root / "papers" / "new-paper" / "new-paper.ipynb").write_text("{}")
+    assert book.render_inputs_digest(root) != after_page
 
 
 @pytest.mark.parametrize("slug", PAPERS)

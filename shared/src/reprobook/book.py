@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import subprocess
@@ -256,7 +257,10 @@ def report_markdown(report: Mapping[str, Any]) -> str:
             f"{entry.get('kernel') or ''} | {error} |"
         )
     lines.append("")
-    lines.append("Seconds of a cached notebook are those of the run that produced the cache entry.")
+    lines.append(
+        "Seconds of a cached notebook are those of the run that produced the cache entry. A later build "
+        "that executes nothing (every notebook from the cache) leaves this page as it is."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -280,8 +284,61 @@ def write_generated_pages(root: Path, metas: Mapping, claims: Mapping, report: M
     except bibliography.BibliographyError as exc:
         # The render then fails on the missing pages, and render.log names them.
         logger.error("the papers-in-scope page and references.bib were not written: %s", exc)
-    write_if_changed(folder / "build-report.md", report_markdown(report))
-    write_if_changed(folder / "build-report.json", json.dumps(report, indent=1) + "\n")
+    executed_nothing = set(report.get("counts", {})) <= {"cached"}
+    if not (executed_nothing and (folder / "build-report.md").is_file()):
+        # A build that only read the cache leaves the page of the last build that executed
+        # something, so a no-op build changes no page and the render can be skipped.
+        write_if_changed(folder / "build-report.md", report_markdown(report))
+        write_if_changed(folder / "build-report.json", json.dumps(report, indent=1) + "\n")
+
+
+RENDER_STAMP = Path("_build") / "reprobook" / "render-inputs.sha256"
+RENDER_INPUT_FILES = ("_config.yml", "_toc.yml", "CITATION.cff", "environment.yml")
+RENDER_INPUT_FOLDERS = ("book", "papers")
+
+
+def render_inputs_digest(root: Path) -> str:
+    """Return a hash of everything the render reads.
+
+    That is the configuration and table of contents, ``CITATION.cff``, ``environment.yml``, the
+    ``book`` folder (pages and executed chapters), the ``papers`` folder (the source notebooks
+    offered for download), the ``reprobook`` package (its Sphinx extension) and the version of
+    Jupyter Book.
+    """
+    from .cache import _hash_tree, _version, package_source_dir
+
+    digest = hashlib.sha256(_version("jupyter-book").encode())
+    for name in RENDER_INPUT_FILES:
+        path = root / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"absent") + b"\0")
+    for name in RENDER_INPUT_FOLDERS:
+        if (root / name).is_dir():
+            digest.update(name.encode() + b"/\0")
+            _hash_tree(digest, root / name)
+    _hash_tree(digest, package_source_dir())
+    return digest.hexdigest()
+
+
+def render_if_changed(root: Path, warnings_as_errors: bool = True) -> tuple[int, str]:
+    """Render the book unless nothing it reads changed since the last clean render.
+
+    Returns
+    -------
+    tuple of (int, str)
+        Jupyter Book's exit status (0 when the render was skipped) and its output.
+    """
+    stamp = root / RENDER_STAMP
+    digest = render_inputs_digest(root)
+    rendered = (root / "_build" / "html" / "index.html").is_file()
+    if rendered and stamp.is_file() and stamp.read_text() == digest:
+        logger.info("nothing the book reads changed since the last render; Jupyter Book was not run")
+        return 0, "Nothing the book reads changed since the last render, so Jupyter Book was not run.\n"
+    stamp.unlink(missing_ok=True)
+    completed = render(root, warnings_as_errors)
+    if completed.returncode == 0:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(digest)
+    return completed.returncode, completed.stdout[-20000:] + completed.stderr[-20000:]
 
 
 def render(root: Path, warnings_as_errors: bool = True) -> subprocess.CompletedProcess:

@@ -146,9 +146,7 @@ def build(
         report = _finish(root, records, profile, executor, time.monotonic() - start)
         render_status, render_log = None, ""
         if render:
-            completed = book.render(root)
-            render_status = completed.returncode
-            render_log = completed.stdout[-20000:] + completed.stderr[-20000:]
+            render_status, render_log = book.render_if_changed(root)
             (root / RESULTS_DIR / "render.log").write_text(render_log)
     report["render_status"] = render_status
     (root / RESULTS_DIR / "build-report.json").write_text(json.dumps(report, indent=1) + "\n")
