@@ -429,3 +429,195 @@ def tune_one_pass(
     x, y = draw_streams(eval_gens, n, dim)
     iterates = one_pass(method, x, y, rho, *best, eval_gens, reg)
     return best, population_gap(iterates, *population, reg)
+
+
+# Generalised linear model of claim C3: robust regression on a low-rank design. The loss of the residual
+# r = <w, x> - y is psi(r) = sqrt(1 + r^2) - 1 + log(1 + r^2 / 2) / 2, nonconvex because psi'' < 0 near
+# |r| = sqrt(6). Since |psi'| tends to 1 as |r| grows, a noisy iterate cannot look stationary by drifting far away.
+GLM_LIPSCHITZ = 1.0 + 1.0 / (2.0 * np.sqrt(2.0))  # bound on |psi'|: max of the two terms, 1 and 1/(2 sqrt 2)
+GLM_SMOOTHNESS = 1.5  # max |psi''|, at r = 0, where both terms have their maximal curvature 1 and 1/2
+
+
+def glm_link_derivative(residual: np.ndarray) -> np.ndarray:
+    """Return ``psi'(r) = r / sqrt(1 + r^2) + r / (2 + r^2)``, the derivative of the robust loss."""
+    return residual / np.sqrt(1.0 + residual**2) + residual / (2.0 + residual**2)
+
+
+def glm_loss(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Return the mean robust loss ``psi(<w, x> - y)`` at the columns of ``w``."""
+    residual = x @ w - y[:, None]
+    return np.mean(np.sqrt(1.0 + residual**2) - 1.0 + 0.5 * np.log1p(0.5 * residual**2), axis=0)
+
+
+def glm_gradient(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Return the gradients of the mean robust loss at the columns of ``w`` (shape (p, m))."""
+    return x.T @ glm_link_derivative(x @ w - y[:, None]) / len(y)
+
+
+def draw_glm_sample(
+    rng: np.random.Generator, n: int, coefficients: np.ndarray, noise: float = 0.2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``n`` coordinates in the rank-``r`` feature subspace and their responses.
+
+    The coordinates ``s`` are ``N(0, I_r / r)`` projected on the unit ball, so a feature
+    ``x = U s`` with an orthonormal basis ``U`` has norm at most 1 in every ambient dimension.
+    The response is ``<coefficients, s>`` plus ``noise`` times a Student-t(2) variable, whose
+    heavy tail is what the robust loss is for.
+    """
+    rank = len(coefficients)
+    s = rng.standard_normal((n, rank)) / np.sqrt(rank)
+    s /= np.maximum(1.0, np.linalg.norm(s, axis=1, keepdims=True))
+    return s, s @ coefficients + noise * rng.standard_t(2.0, size=n)
+
+
+def jl_features(
+    rng: np.random.Generator, x: np.ndarray, proj_dim: int, rank: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Project the features with a Gaussian Johnson-Lindenstrauss matrix and rescale them into the unit ball.
+
+    The matrix ``Phi`` has i.i.d. ``N(0, 1 / k)`` entries and does not depend on the data. The
+    projected features are ``c Phi x`` with ``c = 1 / (1 + sqrt(rank / k))``, the inverse of the
+    typical largest singular value of ``Phi`` on a rank-``rank`` subspace, and
+    any feature still longer than 1 is projected on the unit ball. The map is applied to each
+    sample separately, so every sensitivity of the projected problem is that of features of norm at most 1.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The projected features, shape (n, k), and the lifting matrix ``c Phi^T``, shape (d, k):
+        the iterate ``v`` in the projected space is the ambient predictor ``c Phi^T v``.
+    """
+    phi = rng.standard_normal((proj_dim, x.shape[1])) / np.sqrt(proj_dim)
+    scale = 1.0 / (1.0 + np.sqrt(rank / proj_dim))
+    z = scale * x @ phi.T
+    z /= np.maximum(1.0, np.linalg.norm(z, axis=1, keepdims=True))
+    return z, scale * phi.T
+
+
+def glm_spider_sigmas(n: int, rho: float, n_iters: int, period: int) -> tuple[float, float]:
+    """Return the noise scales of Private SpiderBoost on the robust GLM, each kind of release taking half of ``rho``.
+
+    Same split as :func:`spider_sigmas`, with the Lipschitz and smoothness constants of the robust loss.
+    """
+    n_fresh = -(-n_iters // period)
+    n_diff = n_iters - n_fresh
+    sigma_1 = 2.0 * GLM_LIPSCHITZ / n * np.sqrt(n_fresh / rho)
+    sigma_2 = 2.0 * GLM_SMOOTHNESS / n * np.sqrt(max(n_diff, 1) / rho)
+    return float(sigma_1), float(sigma_2)
+
+
+def population_glm_norm(coordinates: np.ndarray, s_pop: np.ndarray, y_pop: np.ndarray) -> np.ndarray:
+    """Return ``||grad F(w)||`` on the held-out sample for predictors given by their subspace coordinates.
+
+    With features ``x = U s`` and ``U`` orthonormal, ``<w, x> = <U^T w, s>`` and the gradient
+    ``E[psi'(<w, x> - y) x]`` has the norm of ``E[psi'(<U^T w, s> - y) s]``, so the ambient
+    gradient norm is computed exactly in ``r`` dimensions. ``coordinates`` is ``U^T w``, shape (r, m).
+    """
+    return np.linalg.norm(glm_gradient(coordinates, s_pop, y_pop), axis=0)
+
+
+def run_glm_spider(
+    features: np.ndarray,
+    y: np.ndarray,
+    rho: float,
+    step_sizes: np.ndarray,
+    n_iters: np.ndarray,
+    periods: np.ndarray,
+    gen: np.random.Generator,
+    to_coordinates: np.ndarray,
+    population: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """Run Private SpiderBoost on the robust GLM for every configuration of one replicate.
+
+    The updates are those of :func:`run_private` (method ``"spider"``) with the constants of the
+    robust loss. After every step the population gradient norm of the current predictor is
+    evaluated through ``to_coordinates``, the (r, p) matrix that maps an iterate to ``U^T w``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (configurations,): the mean population gradient norm over the iterates
+        ``w_0, ..., w_{T-1}``, the expected gap of the uniformly random output.
+    """
+    n, dim = features.shape
+    eta = np.asarray(step_sizes, float)
+    horizon = np.asarray(n_iters)
+    period = np.asarray(periods)
+    pairs = np.array([glm_spider_sigmas(n, rho, int(t), int(q)) for t, q in zip(horizon, period, strict=True)])
+    sigma, sigma_diff = pairs[:, 0], pairs[:, 1]
+
+    w = np.zeros((dim, len(eta)))
+    w_prev, grad_prev, estimate = w, None, None
+    total = np.zeros(len(eta))
+    for t in range(int(horizon.max())):
+        pop_norm = population_glm_norm(to_coordinates @ w, *population)
+        total += np.where(t < horizon, pop_norm, 0.0)
+        grad = glm_gradient(w, features, y)
+        noise = gen.standard_normal((dim, len(eta)))
+        fresh = grad + sigma * noise
+        if estimate is None:
+            direction = fresh
+        else:
+            step = np.linalg.norm(w - w_prev, axis=0)
+            update = estimate + grad - grad_prev + sigma_diff * step * noise
+            direction = np.where(t % period == 0, fresh, update)
+        estimate, grad_prev = direction, grad
+        w_prev = w
+        w = w - eta * direction
+    return total / horizon
+
+
+def tune_glm_spider(
+    arm: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    basis: np.ndarray,
+    rho: float,
+    grid: Sequence[tuple[float, int, int]],
+    tune_gens: Sequence[np.random.Generator],
+    eval_gens: Sequence[np.random.Generator],
+    proj_dim: int,
+    population: tuple[np.ndarray, np.ndarray],
+) -> tuple[tuple[float, int, int], np.ndarray]:
+    """Tune and run Private SpiderBoost on the robust GLM in the ambient space or after a JL projection.
+
+    Parameters
+    ----------
+    arm : {"ambient", "projected"}
+        ``"ambient"`` runs on the features ``x`` in all ``d`` dimensions. ``"projected"`` first draws
+        a JL matrix from the replicate's generator (:func:`jl_features`), runs in ``proj_dim``
+        dimensions and lifts every iterate back to ``R^d``.
+    x, y : numpy.ndarray
+        The private sample, features of shape (n, d) in the span of ``basis``.
+    basis : numpy.ndarray
+        Orthonormal basis ``U`` of the feature subspace, shape (d, r); it only serves to
+        evaluate population gradients (:func:`population_glm_norm`).
+    grid : sequence of (step size, iteration count, restart period)
+        The candidate configurations.
+    tune_gens, eval_gens : sequence of numpy.random.Generator
+        Generators of the tuning replicates and of the reported replicates, which must differ.
+
+    Returns
+    -------
+    tuple
+        The configuration with the smallest mean population gap on the tuning replicates and the
+        population gaps of the reported replicates.
+    """
+    if arm not in ("ambient", "projected"):
+        raise ValueError(f"arm must be 'ambient' or 'projected', got {arm!r}")
+    step_sizes, n_iters, periods = (np.array(column) for column in zip(*grid, strict=True))
+
+    def run(gen: np.random.Generator, pick: slice | list[int]) -> np.ndarray:
+        if arm == "ambient":
+            features, to_coordinates = x, basis.T
+        else:
+            features, lift = jl_features(gen, x, proj_dim, basis.shape[1])
+            to_coordinates = basis.T @ lift
+        return run_glm_spider(features, y, rho, step_sizes[pick], n_iters[pick], periods[pick], gen,
+                              to_coordinates, population)
+
+    tuning = np.array([run(gen, slice(None)) for gen in tune_gens])
+    # A diverged run has an infinite or NaN gap; it must never be chosen.
+    best = int(np.argmin(np.nan_to_num(tuning.mean(axis=0), nan=np.inf)))
+    chosen = (float(step_sizes[best]), int(n_iters[best]), int(periods[best]))
+    return chosen, np.array([run(gen, [best])[0] for gen in eval_gens])
