@@ -211,11 +211,14 @@ def chapter_notebook(meta: Mapping[str, Any], record: Any) -> Any:
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.get("outputs", []) if CLAIM_MIME not in o.get("data", {})]
     insert_at = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
-    new_cells = [nbformat.v4.new_markdown_cell(header_markdown(meta, record))]
+    # Fixed cell ids: nbformat draws random ones, which would change the page on every build.
+    new_cells = [nbformat.v4.new_markdown_cell(header_markdown(meta, record), id="reprobook-header")]
     if not record.ok:
-        new_cells.insert(0, nbformat.v4.new_markdown_cell(failure_banner(record)))
+        new_cells.insert(0, nbformat.v4.new_markdown_cell(failure_banner(record), id="reprobook-failure"))
     nb.cells[insert_at:insert_at] = new_cells
-    nb.metadata["reprobook"] = {"status": record.status, "profile": record.profile, "kernel": record.kernel}
+    # "ran" rather than executed or cached, so a cache hit writes the same page as the run it replays.
+    status = "ran" if record.ok else record.status
+    nb.metadata["reprobook"] = {"status": status, "profile": record.profile, "kernel": record.kernel}
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb
 
@@ -224,11 +227,12 @@ def placeholder_notebook(meta: Mapping[str, Any], reason: str) -> Any:
     """Return a chapter for a paper with no executed notebook (never run, or the run left nothing)."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_markdown_cell(f"# {meta['title']}"),
+        nbformat.v4.new_markdown_cell(f"# {meta['title']}", id="reprobook-title"),
         nbformat.v4.new_markdown_cell(
-            f"**Paper.** {citation_line(meta)}\n\n```{{warning}} Not executed\n{reason}\n```"
+            f"**Paper.** {citation_line(meta)}\n\n```{{warning}} Not executed\n{reason}\n```",
+            id="reprobook-placeholder",
         ),
-        nbformat.v4.new_markdown_cell(reader_markdown(meta)),
+        nbformat.v4.new_markdown_cell(reader_markdown(meta), id="reprobook-reader"),
     ]
     return nb
 

@@ -63,9 +63,7 @@ class Trace:
         metrics = {name: np.asarray(values, dtype=float) for name, values in self.metrics.items()}
         for name, values in metrics.items():
             if values.shape != iteration.shape:
-                raise ValueError(
-                    f"metric '{name}' has shape {values.shape} but iteration has shape {iteration.shape}"
-                )
+                raise ValueError(f"metric '{name}' has shape {values.shape} but iteration has shape {iteration.shape}")
         object.__setattr__(self, "iteration", iteration)
         object.__setattr__(self, "metrics", metrics)
 
@@ -286,7 +284,13 @@ def fit_rate(
     drop = float(np.exp(-slope * (x[-1] - x[0])))
     if drop < min_decrease:
         return RateFit(
-            kind, np.nan, np.nan, float(r_squared), t_win, e_win, is_rate=False,
+            kind,
+            np.nan,
+            np.nan,
+            float(r_squared),
+            t_win,
+            e_win,
+            is_rate=False,
             reason=f"the fitted error falls by a factor {drop:.3g} across the window, less than {min_decrease:g}",
         )
     return RateFit(kind, float(slope), float(intercept), float(r_squared), t_win, e_win)

@@ -168,6 +168,11 @@ def record_from_outcome(prepared: Prepared, outcome: ExecutionOutcome) -> RunRec
     """Turn an execution outcome into a run record with its claims."""
     status = {"ok": "executed", "failed": "failed", "timed-out": "timed-out", "died": "died"}[outcome.status]
     claims = collect_claims(prepared.paper, outcome.status, outcome.notebook_json, outcome.error)
+    notebook_json = outcome.notebook_json
+    if notebook_json is not None:
+        # The same assembly as a cache hit gets, so that the next build that reads this run from
+        # the cache writes an identical chapter (papermill stamps times on markdown cells too).
+        notebook_json = nbformat.writes(merge_markdown(prepared.notebook, nbformat.reads(notebook_json, as_version=4)))
     return RunRecord(
         prepared.paper.slug,
         prepared.profile,
@@ -179,7 +184,7 @@ def record_from_outcome(prepared: Prepared, outcome: ExecutionOutcome) -> RunRec
         outcome.error,
         outcome.kernel,
         outcome.host,
-        outcome.notebook_json,
+        notebook_json,
     )
 
 

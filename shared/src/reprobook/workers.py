@@ -147,6 +147,7 @@ def worker_main(channel: TextIO, requests: TextIO) -> None:
         request = json.loads(line)
         task_path, outcome_path = Path(request["task"]), Path(request["outcome"])
         task = ExecutionTask(**json.loads(task_path.read_text()))
+        manager = None
         if kernel_error is not None:
             channel.write("started\n")
             channel.flush()
@@ -161,11 +162,14 @@ def worker_main(channel: TextIO, requests: TextIO) -> None:
             else:
                 try:
                     outcome = run_notebook(task, task_path.parent, kernel_manager=manager, kernel=kernel)
-                finally:
+                except BaseException:
                     shutdown_kernel(manager)
+                    raise
         outcome_path.write_text(json.dumps(asdict(outcome)))
         channel.write("done\n")
         channel.flush()
+        if manager is not None:  # after the outcome is out, so the build does not wait for the shutdown
+            shutdown_kernel(manager)
     if ready is not None:
         try:
             shutdown_kernel(ready.result())
