@@ -23,6 +23,7 @@ SKELETON = [
     "book/_static",
     "book/citing.md",
     "book/references.md",
+    "book/benchmarks.md",
     "book/catalogue.yaml",
     "CITATION.cff",
 ]

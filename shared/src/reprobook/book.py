@@ -29,6 +29,7 @@ FRONT_MATTER = [
     "book/rerunning",
     "book/citing",
     "book/_generated/build-report",
+    "book/benchmarks",
     "book/references",
 ]
 GENERATED = "book/_generated"
