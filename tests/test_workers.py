@@ -30,8 +30,15 @@ def outputs(notebook_json: str) -> str:
 
 
 def worker_processes() -> list[psutil.Process]:
-    me = psutil.Process()
-    return [p for p in me.children(recursive=True) if "reprobook.workers" in " ".join(p.cmdline())]
+    """Return the live worker processes below this test process (earlier tests may leave zombies)."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE and "reprobook.workers" in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:  # ended or became a zombie while being read
+            continue
+    return found
 
 
 def test_each_notebook_gets_a_fresh_kernel_in_its_own_folder(tmp_path):
