@@ -41,7 +41,7 @@ def worker_processes() -> list[psutil.Process]:
     return found
 
 
-def test_each_notebook_gets_a_fresh_kernel_in_its_own_folder(tmp_path):
+def test_fresh_kernel_per_notebook(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     second.mkdir(parents=True)
     (second / "helper_module.py").write_text("VALUE = 42\n")
@@ -59,9 +59,11 @@ def test_each_notebook_gets_a_fresh_kernel_in_its_own_folder(tmp_path):
             )
         )
         first_outcome, second_outcome = first_future.result(timeout=300), second_future.result(timeout=300)
+
         assert len(worker_processes()) == 1  # both ran in the same worker process
     finally:
         pool.close()
+
     assert first_outcome.status == "ok", first_outcome.error
     assert second_outcome.status == "ok", second_outcome.error
     text = outputs(second_outcome.notebook_json)
@@ -74,7 +76,7 @@ def test_each_notebook_gets_a_fresh_kernel_in_its_own_folder(tmp_path):
     assert worker_processes() == []
 
 
-def test_timeout_replaces_the_worker_and_the_next_task_runs(tmp_path):
+def test_timeout_replaces_worker(tmp_path):
     pool = WorkerPool(jobs=1)
     try:
         slow = pool.submit(task(tmp_path / "slow", "slow", "import time\ntime.sleep(600)", timeout=5))

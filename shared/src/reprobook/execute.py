@@ -261,7 +261,7 @@ def run_notebook(
         The notebook, its parameters and its folder.
     scratch : Path
         A private folder; the notebook is saved to ``scratch/partial.ipynb`` after every cell, so
-        whoever stops a run that takes too long still has the cells that finished.
+        a caller that stops a run that takes too long still has the cells that finished.
     kernel_manager : jupyter_client.AsyncKernelManager, optional
         A kernel already started by :func:`reprobook.workers.start_ready_kernel`; its working
         directory is moved to the task's folder before the first cell. When None, papermill starts a fresh kernel.

@@ -260,10 +260,10 @@ class LocalExecutor:
         Notebooks that run at once (default: one per core).
     mode : {"workers", "process"}, optional
         ``workers`` (the default) runs notebooks in long-lived worker processes on kernels
-        started ahead of time (:mod:`reprobook.workers`); ``process`` starts a new process and
-        kernel for every notebook (:func:`reprobook.execute.execute_task`), the slower way that
-        shares nothing between notebooks. The environment variable ``REPROBOOK_EXECUTION``
-        sets the default.
+        started ahead of time (:mod:`reprobook.workers`). ``process`` starts a new process and
+        kernel for every notebook (:func:`reprobook.execute.execute_task`). That is slower, but
+        shares nothing between notebooks. The environment variable ``REPROBOOK_EXECUTION`` sets
+        the default.
 
     Raises
     ------
